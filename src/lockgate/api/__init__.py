@@ -1,0 +1,1 @@
+"""The control REST API: FastAPI routers per resource over the control-plane services."""

@@ -1,0 +1,122 @@
+"""The shape of ``lockgate.yaml``. Unknown keys are errors so typos fail loudly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeploymentConfig(Strict):
+    provider: str = Field(description="Name of an entry under `providers`.")
+    model: str = Field(description="The model name the upstream knows.")
+    name: str | None = Field(default=None, description="Unique deployment name; defaults to provider/model.")
+    weight: float = Field(default=1.0, gt=0)
+    timeout: float = Field(
+        default=60.0, gt=0, description="Seconds; for streams, the longest silence allowed."
+    )
+    input_price_per_1m: float = Field(default=0.0, ge=0, description="USD per million input tokens.")
+    output_price_per_1m: float = Field(default=0.0, ge=0, description="USD per million output tokens.")
+    context_window: int | None = Field(default=None, gt=0)
+
+    @property
+    def display_name(self) -> str:
+        return self.name or f"{self.provider}/{self.model}"
+
+
+class ModelConfig(Strict):
+    name: str = Field(min_length=1, description="The public model name clients send.")
+    deployments: list[DeploymentConfig] = Field(min_length=1)
+    fallbacks: list[str] = Field(default_factory=list, description="Models tried, in order, when all fail.")
+    description: str | None = None
+
+
+class TenantConfig(Strict):
+    name: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    allowed_models: list[str] | None = Field(default=None, description="None means every model.")
+
+
+class RoutingConfig(Strict):
+    retries: int = Field(default=2, ge=0, le=10, description="Extra attempts per deployment.")
+    backoff_initial: float = Field(default=0.05, gt=0, description="Seconds; doubled per attempt, jittered.")
+    backoff_max: float = Field(default=2.0, gt=0)
+    failure_threshold: int = Field(default=3, ge=1, description="Consecutive failures that open a circuit.")
+    cooldown: float = Field(default=30.0, gt=0, description="Seconds a circuit stays open before a probe.")
+
+
+class ServerConfig(Strict):
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+
+
+class RequestLogConfig(Strict):
+    store_content: bool = Field(default=False, description="Keep prompt and completion text.")
+    content_retention_days: float = Field(default=7.0, gt=0)
+    batch_size: int = Field(default=500, gt=0)
+    flush_interval: float = Field(default=0.2, gt=0, description="Seconds between batch writes.")
+    queue_size: int = Field(default=100_000, gt=0)
+
+
+class GatewayConfig(Strict):
+    providers: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Provider name -> settings; `kind` picks the provider class."
+    )
+    models: list[ModelConfig] = Field(default_factory=list)
+    tenants: list[TenantConfig] = Field(default_factory=list)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    request_log: RequestLogConfig = Field(default_factory=RequestLogConfig)
+
+    @field_validator("providers")
+    @classmethod
+    def _providers_have_kind(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, spec in value.items():
+            if not isinstance(spec, dict) or "kind" not in spec:
+                raise LocatedValueError(
+                    f"providers.{name}", "needs a `kind` (openai, anthropic, llama_cpp, ...)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> GatewayConfig:
+        names = [m.name for m in self.models]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise _located(f"models[{i}].name", f"duplicate model name {name!r}")
+        deployment_names: set[str] = set()
+        for i, model in enumerate(self.models):
+            for j, deployment in enumerate(model.deployments):
+                if deployment.provider not in self.providers:
+                    raise _located(
+                        f"models[{i}].deployments[{j}].provider", f"unknown provider {deployment.provider!r}"
+                    )
+                if deployment.display_name in deployment_names:
+                    raise _located(
+                        f"models[{i}].deployments[{j}].name",
+                        f"duplicate deployment {deployment.display_name!r}",
+                    )
+                deployment_names.add(deployment.display_name)
+            for k, fallback in enumerate(model.fallbacks):
+                if fallback == model.name or fallback not in names:
+                    raise _located(f"models[{i}].fallbacks[{k}]", f"unknown or self fallback {fallback!r}")
+        for i, tenant in enumerate(self.tenants):
+            for k, allowed in enumerate(tenant.allowed_models or []):
+                if allowed not in names:
+                    raise _located(f"tenants[{i}].allowed_models[{k}]", f"unknown model {allowed!r}")
+        return self
+
+
+class LocatedValueError(ValueError):
+    """A cross-field error that knows which field it is about."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+def _located(path: str, message: str) -> LocatedValueError:
+    return LocatedValueError(path, message)

@@ -1,0 +1,1 @@
+"""Control plane: model registry, prompt catalog, releases and environments."""

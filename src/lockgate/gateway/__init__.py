@@ -1,0 +1,1 @@
+"""The data plane: an OpenAI-compatible HTTP gateway in front of many providers."""

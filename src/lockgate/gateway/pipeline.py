@@ -1,0 +1,76 @@
+"""The request pipeline: a call passes through stages, onion style, and comes back as a reply.
+
+A stage may enrich the call, answer early (refuse, serve from cache) or wrap what comes back (time it,
+account for it, watch a stream). The chain is composed once at start-up.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Literal, Protocol
+
+from lockgate.gateway.routebook import ServingRelease
+from lockgate.gateway.wire import ChatCompletionRequest, EmbeddingRequest
+from lockgate.routing.table import Deployment, ModelRoute
+from lockgate.security.keyring import Principal
+
+Endpoint = Literal["chat.completions", "embeddings"]
+
+
+@dataclass(slots=True)
+class Call:
+    request_id: str
+    endpoint: Endpoint
+    raw: bytes
+    body: dict[str, Any]
+    request: ChatCompletionRequest | EmbeddingRequest
+    authorization: str | None
+    started: float = field(default_factory=time.perf_counter)
+    principal: Principal | None = None
+    route: ModelRoute | None = None
+    deployment: Deployment | None = None
+    attempts: int = 0
+    fallback: bool = False
+    environment: str | None = None
+    release: ServingRelease | None = None
+    route_name: str | None = None
+    fallbacks: tuple[str, ...] = ()
+
+    @property
+    def model(self) -> str:
+        return self.request.model
+
+    @property
+    def chat(self) -> ChatCompletionRequest:
+        assert isinstance(self.request, ChatCompletionRequest)
+        return self.request
+
+    @property
+    def streaming(self) -> bool:
+        return isinstance(self.request, ChatCompletionRequest) and self.request.stream
+
+
+@dataclass(slots=True)
+class Reply:
+    """A complete answer (``body``) or a stream of OpenAI chunk objects (``stream``)."""
+
+    body: dict[str, Any] | None = None
+    stream: AsyncIterator[dict[str, Any]] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[[Call], Awaitable[Reply]]
+
+
+class Stage(Protocol):
+    async def __call__(self, call: Call, call_next: Handler) -> Reply: ...
+
+
+def compose(stages: Sequence[Stage], terminal: Handler) -> Handler:
+    handler = terminal
+    for stage in reversed(stages):
+        handler = partial(stage, call_next=handler)
+    return handler

@@ -1,0 +1,120 @@
+"""The route book: every release a gateway may serve, compiled and held in memory.
+
+For each (tenant, route, environment) the book holds the current release and the one before it, both
+compiled (sandboxed templates, variable and output validators), so a rollback is a pointer swap with
+nothing to load. The book is rebuilt off the request path when the ``routes`` change version moves and
+swapped in atomically; compiled releases are reused across rebuilds, keyed by their content id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+import orjson
+from jinja2 import StrictUndefined, Template, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+from sqlalchemy import Engine, select
+
+from lockgate.control.bundle import ReleaseContent
+from lockgate.errors import InvalidRequest
+from lockgate.store import versions
+from lockgate.store.tables import releases, route_pointers
+
+_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ContractViolation:
+    path: str
+    message: str
+
+
+class ServingRelease:
+    """One release, compiled for serving."""
+
+    def __init__(self, release_id: str, content: ReleaseContent) -> None:
+        self.id = release_id
+        self.content = content
+        self.templates: list[tuple[str, Template]] = [
+            (m["role"], _ENV.from_string(m["content"])) for m in content.prompt.messages
+        ]
+        self.variables = jsonschema.Draft202012Validator(content.prompt.variables or {"type": "object"})
+        contract = content.output_contract
+        self.contract = jsonschema.Draft202012Validator(contract) if contract is not None else None
+        self.headers = {
+            "x-lockgate-release": release_id,
+            "x-lockgate-prompt": f"{content.prompt.name}@{content.prompt.version}",
+            "x-lockgate-model": f"{content.model.name}:{content.model.version}",
+        }
+
+    def render(self, variables: Mapping[str, Any]) -> list[dict[str, str]]:
+        error = jsonschema.exceptions.best_match(self.variables.iter_errors(dict(variables)))
+        if error is not None:
+            where = "variables" + "".join(
+                f"[{p!r}]" if isinstance(p, str) else f"[{p}]" for p in error.absolute_path
+            )
+            raise InvalidRequest(f"Invalid {where}: {error.message}", param=where, code="invalid_variables")
+        try:
+            return [
+                {"role": role, "content": template.render(**variables)} for role, template in self.templates
+            ]
+        except TemplateError as exc:
+            raise InvalidRequest(f"The prompt could not be rendered: {exc}", param="variables") from None
+
+    def check_output(self, text: str) -> ContractViolation | None:
+        if self.contract is None:
+            return None
+        try:
+            document = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return ContractViolation("$", "the answer is not valid JSON")
+        error = jsonschema.exceptions.best_match(self.contract.iter_errors(document))
+        if error is None:
+            return None
+        return ContractViolation(error.json_path, error.message)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteEntry:
+    current: ServingRelease
+    previous: ServingRelease | None
+
+
+class RouteBook:
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str, str], RouteEntry] = {}
+        self._compiled: dict[str, ServingRelease] = {}
+        self.version = -1
+
+    def lookup(self, tenant_id: str, route: str, environment: str) -> RouteEntry | None:
+        return self._entries.get((tenant_id, route, environment))
+
+    def load(self, engine: Engine) -> None:
+        with engine.connect() as connection:
+            version = versions.current(connection, versions.ROUTES)
+            pointers = connection.execute(select(route_pointers)).all()
+            wanted = {p.release_id for p in pointers} | {
+                p.previous_release_id for p in pointers if p.previous_release_id
+            }
+            missing = wanted - set(self._compiled)
+            specs = (
+                connection.execute(
+                    select(releases.c.id, releases.c.spec).where(releases.c.id.in_(missing))
+                ).all()
+                if missing
+                else []
+            )
+        compiled = {rid: self._compiled[rid] for rid in wanted if rid in self._compiled}
+        for row in specs:
+            compiled[row.id] = ServingRelease(row.id, ReleaseContent.model_validate(row.spec))
+        self._entries = {
+            (p.tenant_id, p.route, p.environment): RouteEntry(
+                compiled[p.release_id], compiled.get(p.previous_release_id) if p.previous_release_id else None
+            )
+            for p in pointers
+        }
+        self._compiled = compiled
+        self.version = version

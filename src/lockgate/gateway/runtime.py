@@ -1,0 +1,115 @@
+"""The gateway runtime: everything one worker process needs, built once from configuration."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, text
+
+from lockgate.config.loader import LoadedConfig
+from lockgate.gateway.invoke import Invoker
+from lockgate.gateway.pipeline import Handler, compose
+from lockgate.gateway.routebook import RouteBook
+from lockgate.gateway.stages.account import Account
+from lockgate.gateway.stages.authenticate import Authenticate
+from lockgate.gateway.stages.authorize import Authorize
+from lockgate.gateway.stages.release import ResolveRelease
+from lockgate.ops.metrics import GatewayMetrics
+from lockgate.ops.request_log import RequestLog
+from lockgate.providers.base import Provider, ProviderSettings
+from lockgate.providers.registry import provider_class
+from lockgate.routing.breaker import CircuitState
+from lockgate.routing.table import RoutingTable
+from lockgate.security.keyring import Keyring
+from lockgate.store import versions
+from lockgate.store.watch import ChangeWatcher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    ready: bool
+    store: str
+    deployments: dict[str, str]
+
+
+class Gateway:
+    def __init__(self, loaded: LoadedConfig, engine: Engine, pepper: bytes) -> None:
+        config = loaded.gateway
+        self.config = config
+        self.engine = engine
+        self.started_at = int(time.time())
+        self.metrics = GatewayMetrics()
+        self.providers: dict[str, Provider[ProviderSettings]] = {
+            name: provider_class(settings.kind)(name, settings) for name, settings in loaded.providers.items()
+        }
+        self.table = RoutingTable.build(config, self.providers, on_circuit_change=self._circuit_changed)
+        self.keyring = Keyring(pepper)
+        self.routes = RouteBook()
+        self.request_log = RequestLog(
+            engine,
+            config.request_log,
+            on_written=self.metrics.log_written.inc,
+            on_dropped=self.metrics.log_dropped.inc,
+        )
+        self.handle: Handler = compose(
+            [
+                Account(self.request_log, self.metrics),
+                Authenticate(self.keyring),
+                ResolveRelease(self.routes, self.metrics),
+                Authorize(self.table),
+            ],
+            Invoker(self.table, config.routing, self.metrics),
+        )
+        self.watcher = ChangeWatcher(engine)
+        self.watcher.watch(versions.AUTH, lambda: self.keyring.version, self.keyring.load)
+        self.watcher.watch(versions.ROUTES, lambda: self.routes.version, self.routes.load)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.keyring.load, self.engine)
+        await asyncio.to_thread(self.routes.load, self.engine)
+        self.request_log.start()
+        for provider in self.providers.values():
+            await provider.start()
+        self._tasks.append(asyncio.create_task(self.watcher.run(), name="change-watcher"))
+        # Start-up objects (config, compiled releases, pools, the model) live for the whole process:
+        # move them out of the collector's view so full collections stay short under load.
+        gc.collect()
+        gc.freeze()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for provider in self.providers.values():
+            try:
+                await provider.close()
+            except Exception:
+                log.warning("closing provider %s failed", provider.name, exc_info=True)
+        await asyncio.to_thread(self.request_log.close)
+
+    async def readiness(self) -> Readiness:
+        try:
+            await asyncio.wait_for(asyncio.to_thread(self._ping_store), timeout=2.0)
+            store = "ok"
+        except Exception as exc:
+            store = f"unreachable ({type(exc).__name__})"
+        deployments = {d.name: d.breaker.state.value for d in self.table.deployments()}
+        healthy = any(d.breaker.available for d in self.table.deployments())
+        return Readiness(store == "ok" and healthy, store, deployments)
+
+    def _ping_store(self) -> None:
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    def _circuit_changed(self, deployment: str, state: CircuitState) -> None:
+        log.warning("circuit of deployment %s is now %s", deployment, state.value)
+        self.metrics.circuit_open.labels(deployment).set(0 if state is CircuitState.CLOSED else 1)

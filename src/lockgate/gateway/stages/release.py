@@ -1,0 +1,111 @@
+"""Serve a route: ``model: "route:support-answer"`` runs the release its environment points at.
+
+The environment comes from the ``x-lockgate-environment`` header, else the API key's environment, else
+prod. The release's prompt is rendered with the caller's variables (top-level ``variables``, or
+``metadata.variables`` as an object or a JSON string), its parameters replace the client's, and its
+model and fallbacks are used. The answer must satisfy the release's output contract: a violation is a
+502 naming the schema path, counted in ``lockgate_output_contract_violations_total``. Every answer
+carries headers naming the release, the prompt version and the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from lockgate.errors import GatewayError, InvalidRequest, ModelNotFound, PermissionDenied
+from lockgate.gateway.pipeline import Call, Handler, Reply
+from lockgate.gateway.routebook import RouteBook, ServingRelease
+from lockgate.gateway.wire import ChatCompletionRequest, validate
+from lockgate.ops.metrics import GatewayMetrics
+
+PREFIX = "route:"
+DEFAULT_ENVIRONMENT = "prod"
+
+
+class OutputContractViolation(GatewayError):
+    status = 502
+    type = "api_error"
+    default_code = "output_contract_violation"
+
+
+class ResolveRelease:
+    def __init__(self, book: RouteBook, metrics: GatewayMetrics) -> None:
+        self._book = book
+        self._metrics = metrics
+
+    async def __call__(self, call: Call, call_next: Handler) -> Reply:
+        if not call.model.startswith(PREFIX) or not isinstance(call.request, ChatCompletionRequest):
+            return await call_next(call)
+        principal = call.principal
+        assert principal is not None, "authentication runs first"
+        route = call.model[len(PREFIX) :]
+        if not principal.may_use(call.model):
+            raise PermissionDenied(f"This API key may not use the route '{route}'.", param="model")
+        environment = call.environment or principal.environment or DEFAULT_ENVIRONMENT
+        entry = self._book.lookup(principal.tenant_id, route, environment)
+        if entry is None:
+            raise ModelNotFound(f"The route '{route}' has no release in {environment}.", param="model")
+        release = entry.current
+        call.release = release
+        call.route_name = route
+        call.body = _rendered_body(call.body, release)
+        call.request = validate(call.body, ChatCompletionRequest)
+        call.fallbacks = tuple(release.content.fallbacks)
+        reply = await call_next(call)
+        reply.headers.update(release.headers)
+        if reply.stream is not None:
+            reply.stream = self._check_stream(release, route, reply.stream)
+        elif reply.body is not None:
+            for choice in reply.body.get("choices") or ():
+                self._check(release, route, str((choice.get("message") or {}).get("content") or ""))
+        return reply
+
+    def _check(self, release: ServingRelease, route: str, text: str) -> None:
+        violation = release.check_output(text)
+        if violation is not None:
+            self._metrics.contract_violations.labels(route).inc()
+            raise OutputContractViolation(
+                f"The answer violates the output contract of release {release.id} at {violation.path}: "
+                f"{violation.message}",
+                param=violation.path,
+            )
+
+    async def _check_stream(
+        self, release: ServingRelease, route: str, chunks: AsyncIterator[dict[str, Any]]
+    ) -> AsyncIterator[dict[str, Any]]:
+        text: list[str] = []
+        async for chunk in chunks:
+            for choice in chunk.get("choices") or ():
+                text.append((choice.get("delta") or {}).get("content") or "")
+            yield chunk
+        self._check(release, route, "".join(text))
+
+
+def _rendered_body(body: dict[str, Any], release: ServingRelease) -> dict[str, Any]:
+    rendered = dict(body)
+    variables = rendered.pop("variables", None)
+    metadata = rendered.get("metadata")
+    if variables is None and isinstance(metadata, dict) and "variables" in metadata:
+        variables = metadata["variables"]
+        if isinstance(variables, str):
+            try:
+                variables = orjson.loads(variables)
+            except orjson.JSONDecodeError:
+                raise InvalidRequest(
+                    "metadata.variables is not valid JSON.", param="metadata.variables"
+                ) from None
+        rendered["metadata"] = {k: v for k, v in metadata.items() if k != "variables"} or None
+        if rendered["metadata"] is None:
+            del rendered["metadata"]
+    if variables is None:
+        variables = {}
+    if not isinstance(variables, dict):
+        raise InvalidRequest("variables must be a JSON object.", param="variables", code="invalid_type")
+    conversation = rendered.get("messages") or []
+    rendered["messages"] = [*release.render(variables), *conversation]
+    rendered.update(release.content.parameters)
+    rendered["model"] = release.content.model.gateway_model
+    return rendered

@@ -1,0 +1,1 @@
+"""Providers: one class per upstream API behind the small contract in ``base``."""

@@ -1,0 +1,1 @@
+"""Routing: which deployment serves a request, in what order, and which ones are resting."""

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy Core tables, engines for SQLite and PostgreSQL, Alembic migrations."""

@@ -1,0 +1,59 @@
+"""Follow the store's change versions and reload in-memory state when one moves.
+
+Gateway workers keep keys, tenants and route pointers in memory. One task per worker polls the
+``state_versions`` table (a single small query, off the request path) and reloads whatever changed,
+so a change made by any process reaches every worker within one polling interval plus a reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, select
+
+from lockgate.store.tables import state_versions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Watched:
+    name: str
+    loaded: Callable[[], int]
+    reload: Callable[[Engine], None]
+
+
+class ChangeWatcher:
+    def __init__(self, engine: Engine, interval: float = 0.25) -> None:
+        self._engine = engine
+        self._interval = interval
+        self._watched: list[_Watched] = []
+        self.last_ok = 0.0
+
+    def watch(self, name: str, loaded: Callable[[], int], reload: Callable[[Engine], None]) -> None:
+        """``loaded`` returns the version the in-memory copy reflects; ``reload`` rebuilds it."""
+        self._watched.append(_Watched(name, loaded, reload))
+
+    def _versions(self) -> dict[str, int]:
+        with self._engine.connect() as connection:
+            return {row.name: int(row.version) for row in connection.execute(select(state_versions))}
+
+    async def poll_once(self) -> None:
+        current = await asyncio.to_thread(self._versions)
+        for watched in self._watched:
+            if current.get(watched.name, 0) != watched.loaded():
+                await asyncio.to_thread(watched.reload, self._engine)
+        self.last_ok = time.monotonic()
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.poll_once()
+            except Exception:
+                # The store may be briefly unreachable; keep serving what we have.
+                log.warning("change watcher poll failed; retrying", exc_info=True)

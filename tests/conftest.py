@@ -1,0 +1,97 @@
+"""Shared fixtures: a store on SQLite and on PostgreSQL, a bootstrapped instance, a stub upstream."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from lockgate.instance import Bootstrap, Instance, bootstrap, load_config, open_instance
+from lockgate.security.apikeys import IssuedKey
+from lockgate.security.rbac import Actor
+from tests.support.processes import StubUpstream
+
+POSTGRES_URL = os.environ.get("LOCKGATE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _postgres_or_skip() -> None:
+    try:
+        engine = sa.create_engine(POSTGRES_URL)
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:
+        message = f"PostgreSQL is not reachable at {POSTGRES_URL}: {type(exc).__name__}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'lockgate.db'}"
+        return
+    _postgres_or_skip()
+    schema = f"lg_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(POSTGRES_URL)
+    with admin.begin() as connection:
+        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def instance(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Instance]:
+    monkeypatch.setenv("LOCKGATE_DATABASE_URL", database_url)
+    monkeypatch.delenv("LOCKGATE_KEY_PEPPER", raising=False)
+    opened = open_instance(tmp_path / "data")
+    yield opened
+    opened.engine.dispose()
+
+
+@pytest.fixture
+def first_start(instance: Instance) -> Bootstrap:
+    """What `lockgate serve` creates on first start: tenant `default`, an admin key, user `admin`."""
+    return bootstrap(instance, load_config(None))
+
+
+@pytest.fixture
+def admin_key(first_start: Bootstrap) -> IssuedKey:
+    assert first_start.api_key is not None
+    return first_start.api_key
+
+
+@pytest.fixture
+def admin_token(first_start: Bootstrap, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The admin's control token, also exported as LOCKGATE_TOKEN for CLI commands."""
+    assert first_start.control_token is not None
+    monkeypatch.setenv("LOCKGATE_TOKEN", first_start.control_token.secret)
+    return first_start.control_token.secret
+
+
+@pytest.fixture
+def admin(instance: Instance, admin_token: str) -> Actor:
+    return instance.users.authenticate(admin_token)
+
+
+@pytest.fixture(scope="session")
+def stub_process() -> Iterator[StubUpstream]:
+    stub = StubUpstream("primary").start()
+    yield stub
+    stub.kill()
+
+
+@pytest.fixture
+def stub(stub_process: StubUpstream) -> StubUpstream:
+    stub_process.reset()
+    return stub_process

@@ -1,0 +1,46 @@
+"""The configuration reference names every field the schema accepts, so the two cannot drift apart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from lockgate.config.schema import (
+    DeploymentConfig,
+    GatewayConfig,
+    ModelConfig,
+    RequestLogConfig,
+    RoutingConfig,
+    ServerConfig,
+    TenantConfig,
+)
+from lockgate.providers.registry import known_kinds, provider_class
+
+REFERENCE = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text()
+MODELS: list[type[BaseModel]] = [
+    GatewayConfig,
+    ModelConfig,
+    DeploymentConfig,
+    TenantConfig,
+    RoutingConfig,
+    ServerConfig,
+    RequestLogConfig,
+]
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
+def test_every_config_field_is_documented(model: type[BaseModel]) -> None:
+    missing = [name for name in model.model_fields if f"`{name}`" not in REFERENCE]
+    assert missing == []
+
+
+@pytest.mark.parametrize("kind", known_kinds())
+def test_every_provider_kind_and_field_is_documented(kind: str) -> None:
+    heading = f"### kind `{kind}`"
+    assert heading in REFERENCE
+    section = REFERENCE.split(heading, 1)[1].split("\n#", 1)[0]
+    settings = provider_class(kind).Settings
+    missing = [name for name in settings.model_fields if f"| `{name}` |" not in section]
+    assert missing == []
