@@ -18,6 +18,11 @@ from lockgate.control.plane import ControlPlane
 from lockgate.control.prompts import PromptCatalog
 from lockgate.control.registry import ModelRegistry
 from lockgate.control.releases import ReleaseService
+from lockgate.evals.datasets import DatasetService
+from lockgate.evals.evidence import EvidenceService
+from lockgate.evals.gate import GateService
+from lockgate.evals.promotion import GatePromotionGuard
+from lockgate.evals.service import EvalService
 from lockgate.security.apikeys import IssuedKey, KeyService
 from lockgate.security.audit import AuditLog
 from lockgate.security.audit_verify import anchor_path, install_anchor_hook
@@ -59,6 +64,12 @@ class Instance:
         prompts = PromptCatalog(self.engine, audit)
         registry = ModelRegistry(self.engine, audit)
         releases = ReleaseService(self.engine, audit, prompts, registry)
+        environments = Environments(self.engine, audit, releases)
+        datasets = DatasetService(self.engine, audit)
+        evals = EvalService(self.engine, audit, releases, environments, datasets)
+        gates = GateService(self.engine, audit, evals)
+        evidence = EvidenceService(self.engine, audit)
+        environments.guard = GatePromotionGuard(gates, evidence, evals.store, environments)
         return ControlPlane(
             engine=self.engine,
             audit=audit,
@@ -68,7 +79,11 @@ class Instance:
             registry=registry,
             prompts=prompts,
             releases=releases,
-            environments=Environments(self.engine, audit, releases),
+            environments=environments,
+            datasets=datasets,
+            evals=evals,
+            gates=gates,
+            evidence=evidence,
         )
 
     @property

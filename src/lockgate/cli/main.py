@@ -7,6 +7,10 @@ import click
 from lockgate import __version__
 from lockgate.cli.audit import audit
 from lockgate.cli.config import config
+from lockgate.cli.datasets import datasets
+from lockgate.cli.evals import eval_group
+from lockgate.cli.evidence import evidence
+from lockgate.cli.gates import gates
 from lockgate.cli.keys import keys
 from lockgate.cli.models import models
 from lockgate.cli.prompts import prompts
@@ -34,6 +38,10 @@ cli.add_command(promote)
 cli.add_command(rollback)
 cli.add_command(pointers)
 cli.add_command(audit)
+cli.add_command(datasets)
+cli.add_command(eval_group)
+cli.add_command(gates)
+cli.add_command(evidence)
 
 
 def main() -> None:

@@ -10,12 +10,14 @@ second.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal, Protocol
 
 from sqlalchemy import Connection, Engine, select
 
-from lockgate.control.errors import Forbidden, Invalid, NotFound
+from lockgate.control.errors import ControlError, Forbidden, Invalid, NotFound
 from lockgate.control.releases import Release, ReleaseService
 from lockgate.security.audit import AuditEvent, AuditLog
 from lockgate.security.rbac import Actor, Role
@@ -25,6 +27,43 @@ from lockgate.store.tables import approvals, route_pointers, tenants
 
 ENVIRONMENTS = ("dev", "stage", "prod")
 SOURCE = {"stage": "dev", "prod": "stage"}
+PROMOTED = ("stage", "prod")
+
+Attempt = Literal["allow", "deny", "refused"]
+
+
+class Verdict(Protocol):
+    @property
+    def allowed(self) -> bool: ...
+
+    @property
+    def reasons(self) -> list[str]: ...
+
+
+class PromotionGuard(Protocol):
+    """Decides whether a release may enter an environment and keeps evidence of every attempt."""
+
+    def decide(self, tenant: str, release: Release, environment: str) -> Verdict: ...
+
+    def record(
+        self,
+        actor: Actor,
+        tenant: str,
+        release: Release,
+        environment: str,
+        verdict: Verdict | None,
+        attempt: Attempt,
+        reasons: list[str],
+        connection: Connection | None,
+    ) -> None:
+        """Write the evidence record, inside ``connection``'s transaction when one is given."""
+
+
+class GateRefused(Forbidden):
+    def __init__(self, release_id: str, environment: str, reasons: list[str]) -> None:
+        lines = "".join(f"\n  - {reason}" for reason in reasons)
+        super().__init__(f"the gate refused release {release_id} for {environment}:{lines}")
+        self.reasons = reasons
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +81,15 @@ class Environments:
         self._engine = engine
         self._audit = audit
         self._releases = releases
+        self.guard: PromotionGuard | None = None
 
     def point(self, actor: Actor, tenant: str, route: str, environment: str, release_id: str) -> Pointer:
-        """Point ``route`` in ``environment`` at a release (``dev`` directly; stage/prod via promote)."""
+        """Point ``route`` in ``environment`` at a release (``dev`` directly; stage/prod via promote).
+
+        With a guard installed, the release must also pass the route's gate, and every attempt on
+        stage or prod (allowed, denied by the gate, or refused before it) leaves an evidence record;
+        an allowed one is written in the same transaction as the pointer move.
+        """
         _check_environment(environment)
         release = self._releases.get(tenant, release_id)
         if release.content.route != route:
@@ -52,11 +97,33 @@ class Environments:
         event = AuditEvent(
             "route.point", f"route:{tenant}/{route}/{environment}", after={"release": release_id}
         )
-        role = Role.EDITOR if environment == "dev" else Role.DEPLOYER
-        self._audit.authorize(self._engine, actor, tenant, role, event)
-        if environment == "prod":
-            self._require_second_approval(actor, tenant, release, event)
-        return self._move(actor, tenant, route, environment, release_id, "route.point")
+        guard = self.guard
+        keeps_evidence = guard is not None and environment in PROMOTED
+        verdict: Verdict | None = None
+        try:
+            role = Role.EDITOR if environment == "dev" else Role.DEPLOYER
+            self._audit.authorize(self._engine, actor, tenant, role, event)
+            if environment == "prod":
+                self._require_second_approval(actor, tenant, release, event)
+            if guard is not None:
+                verdict = guard.decide(tenant, release, environment)
+                if not verdict.allowed:
+                    self._audit.record(
+                        self._engine, actor, AuditEvent(event.action, event.resource, outcome="denied")
+                    )
+                    raise GateRefused(release_id, environment, verdict.reasons)
+        except ControlError as exc:
+            if guard is not None and keeps_evidence:
+                attempt: Attempt = "deny" if isinstance(exc, GateRefused) else "refused"
+                reasons = exc.reasons if isinstance(exc, GateRefused) else [exc.message]
+                guard.record(actor, tenant, release, environment, verdict, attempt, reasons, None)
+            raise
+
+        def evidence(connection: Connection) -> None:
+            if guard is not None and keeps_evidence:
+                guard.record(actor, tenant, release, environment, verdict, "allow", [], connection)
+
+        return self._move(actor, tenant, route, environment, release_id, "route.point", evidence)
 
     def promote(self, actor: Actor, tenant: str, route: str, to: str) -> Pointer:
         if to not in SOURCE:
@@ -147,7 +214,14 @@ class Environments:
             )
 
     def _move(
-        self, actor: Actor, tenant: str, route: str, environment: str, release_id: str, action: str
+        self,
+        actor: Actor,
+        tenant: str,
+        route: str,
+        environment: str,
+        release_id: str,
+        action: str,
+        also: Callable[[Connection], None] | None = None,
     ) -> Pointer:
         now = datetime.now(UTC)
         with self._engine.begin() as connection:
@@ -178,6 +252,8 @@ class Environments:
                     after={"release": release_id},
                 ),
             )
+            if also is not None:
+                also(connection)
         return self.pointer(tenant, route, environment)
 
 

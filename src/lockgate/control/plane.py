@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -14,6 +15,12 @@ from lockgate.security.apikeys import KeyService
 from lockgate.security.audit import AuditLog
 from lockgate.security.tenants import TenantService
 from lockgate.security.users import UserService
+
+if TYPE_CHECKING:
+    from lockgate.evals.datasets import DatasetService
+    from lockgate.evals.evidence import EvidenceService
+    from lockgate.evals.gate import GateService
+    from lockgate.evals.service import EvalService
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,3 +34,7 @@ class ControlPlane:
     prompts: PromptCatalog
     releases: ReleaseService
     environments: Environments
+    datasets: DatasetService
+    evals: EvalService
+    gates: GateService
+    evidence: EvidenceService

@@ -31,7 +31,7 @@ class StubState:
         self.latency = latency
         self.failures: deque[dict[str, Any]] = deque()
         self.break_stream_after: int | None = None
-        self.received: deque[dict[str, Any]] = deque(maxlen=200)
+        self.received: deque[dict[str, Any]] = deque(maxlen=2000)
         self.count = 0
 
 

@@ -11,5 +11,7 @@ class Authenticate:
         self._keyring = keyring
 
     async def __call__(self, call: Call, call_next: Handler) -> Reply:
-        call.principal = self._keyring.authenticate(call.authorization)
+        # In-process callers (the eval runner) arrive already identified; HTTP calls never do.
+        if call.principal is None:
+            call.principal = self._keyring.authenticate(call.authorization)
         return await call_next(call)

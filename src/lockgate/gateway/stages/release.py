@@ -29,6 +29,7 @@ class OutputContractViolation(GatewayError):
     status = 502
     type = "api_error"
     default_code = "output_contract_violation"
+    output: str = ""
 
 
 class ResolveRelease:
@@ -44,12 +45,14 @@ class ResolveRelease:
         route = call.model[len(PREFIX) :]
         if not principal.may_use(call.model):
             raise PermissionDenied(f"This API key may not use the route '{route}'.", param="model")
-        environment = call.environment or principal.environment or DEFAULT_ENVIRONMENT
-        entry = self._book.lookup(principal.tenant_id, route, environment)
-        if entry is None:
-            raise ModelNotFound(f"The route '{route}' has no release in {environment}.", param="model")
-        release = entry.current
-        call.release = release
+        release = call.release  # pinned by an in-process caller (the eval runner), else looked up
+        if release is None:
+            environment = call.environment or principal.environment or DEFAULT_ENVIRONMENT
+            entry = self._book.lookup(principal.tenant_id, route, environment)
+            if entry is None:
+                raise ModelNotFound(f"The route '{route}' has no release in {environment}.", param="model")
+            release = entry.current
+            call.release = release
         call.route_name = route
         call.body = _rendered_body(call.body, release)
         call.request = validate(call.body, ChatCompletionRequest)
@@ -67,11 +70,13 @@ class ResolveRelease:
         violation = release.check_output(text)
         if violation is not None:
             self._metrics.contract_violations.labels(route).inc()
-            raise OutputContractViolation(
+            error = OutputContractViolation(
                 f"The answer violates the output contract of release {release.id} at {violation.path}: "
                 f"{violation.message}",
                 param=violation.path,
             )
+            error.output = text  # for in-process callers (eval reports); never sent to the client
+            raise error
 
     async def _check_stream(
         self, release: ServingRelease, route: str, chunks: AsyncIterator[dict[str, Any]]

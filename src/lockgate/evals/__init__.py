@@ -1,0 +1,1 @@
+"""Evals: datasets, scorers, the runner, reports, baselines and policy gates."""
