@@ -7,7 +7,6 @@ gate refuses it, naming the metric, the dataset, the value, the baseline and the
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,15 +16,13 @@ from lockgate.control.environments import GateRefused
 from lockgate.control.plane import ControlPlane
 from lockgate.control.releases import Release, ReleaseRequest
 from lockgate.evals.bundle import verify_bundle
-from lockgate.evals.cases import Case, ScoringContext
-from lockgate.evals.client import PipelineClient
+from lockgate.evals.cases import Case
 from lockgate.evals.datasets import DatasetSpec
 from lockgate.evals.gate import GateSpec
-from lockgate.gateway.runtime import Gateway
 from lockgate.instance import Instance
 from lockgate.security.rbac import Actor
 from tests.control.test_golden_path import ROUTE, Team, card, prompt
-from tests.support.gateway import stub_config
+from tests.support.evals import run_eval
 from tests.support.processes import StubUpstream
 
 ANSWER_SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
@@ -34,7 +31,6 @@ TOPICS = ["refunds", "invoices", "passwords", "exports", "webhooks", "quotas", "
 
 @dataclass(frozen=True)
 class Evaluated:
-    run_id: str
     summary: dict[str, Any]
 
 
@@ -53,22 +49,8 @@ def evaluate(
     instance: Instance, control: ControlPlane, actor: Actor, release: Release, stub: StubUpstream
 ) -> Evaluated:
     """Run the golden dataset on ``release`` through the real gateway pipeline, in this process."""
-    planned = control.evals.prepare(actor, "default", release.id, "support-golden", concurrency=3)
-
-    async def run() -> bool:
-        gateway = Gateway(stub_config(("primary", stub.base_url)), instance.engine, instance.pepper)
-        await gateway.start()
-        try:
-            tenant_id = control.tenants.get("default").id
-            client = PipelineClient(gateway, tenant_id, "default")
-            context = ScoringContext(complete=client.complete)
-            return await control.evals.execute(planned, client, context, asyncio.Event(), concurrency=3)
-        finally:
-            await gateway.stop()
-
-    assert asyncio.run(run())
-    finished = control.evals.finalize("default", planned.run.id, against="stage")
-    return Evaluated(finished.run.id, finished.summary)
+    summary = run_eval(instance, control, actor, release.id, "support-golden", stub, against="stage")
+    return Evaluated(summary)
 
 
 @pytest.fixture

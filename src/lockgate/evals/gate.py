@@ -237,11 +237,19 @@ class GateService:
                 continue
             used.append(dataset)
             candidate = store.latest_complete(release.id, dataset.id)
+            base = store.latest_complete(baseline_id, dataset.id) if baseline_id is not None else None
             if candidate is None:
                 missing.append(
                     f"release {release.id} has no completed eval run on {dataset.ref}: "
                     f"run `lockgate eval run --release {release.id} --dataset {dataset.ref}`"
                 )
+            if baseline_id is not None and base is None:
+                missing.append(
+                    f"baseline release {baseline_id} (serving {environment}) has no completed eval run "
+                    f"on {dataset.ref}: run `lockgate eval run --release {baseline_id} "
+                    f"--dataset {dataset.ref}`"
+                )
+            if candidate is None:
                 continue
             runs.append(("candidate", candidate))
             entry: dict[str, Any] = {
@@ -252,20 +260,12 @@ class GateService:
                 "baseline": None,
                 "comparison": None,
             }
-            if baseline_id is not None:
-                base = store.latest_complete(baseline_id, dataset.id)
-                if base is None:
-                    missing.append(
-                        f"baseline release {baseline_id} (serving {environment}) has no completed eval run "
-                        f"on {dataset.ref}: run `lockgate eval run --release {baseline_id} "
-                        f"--dataset {dataset.ref}`"
-                    )
-                else:
-                    runs.append(("baseline", base))
-                    entry["baseline"] = {"run_id": base.id, **(base.summary or {})}
-                    entry["comparison"] = compare(
-                        store.results(candidate.id, dataset), store.results(base.id, dataset)
-                    ).as_dict()
+            if base is not None:
+                runs.append(("baseline", base))
+                entry["baseline"] = {"run_id": base.id, **(base.summary or {})}
+                entry["comparison"] = compare(
+                    store.results(candidate.id, dataset), store.results(base.id, dataset)
+                ).as_dict()
             entries.append(entry)
         document = {
             "release": {

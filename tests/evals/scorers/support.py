@@ -32,7 +32,9 @@ class ScriptedModel:
     reply: str
     calls: list[tuple[str, list[dict[str, Any]], dict[str, Any]]] = field(default_factory=list)
 
-    async def __call__(self, model: str, messages: Sequence[dict[str, Any]], extra_body: dict[str, Any]) -> str:
+    async def __call__(
+        self, model: str, messages: Sequence[dict[str, Any]], extra_body: dict[str, Any]
+    ) -> str:
         self.calls.append((model, list(messages), extra_body))
         return self.reply
 

@@ -38,7 +38,9 @@ async def test_min_overlap_sets_how_much_of_a_sentence_must_be_in_the_context() 
     assert (await score({"type": "groundedness", "min_overlap": 0.3}, answer, context=CONTEXT)).passed
 
 
-@pytest.mark.parametrize(("answer", "context"), [("Anything.", None), ("", CONTEXT), ("The of and.", CONTEXT)])
+@pytest.mark.parametrize(
+    ("answer", "context"), [("Anything.", None), ("", CONTEXT), ("The of and.", CONTEXT)]
+)
 async def test_nothing_to_ground_fails(answer: str, context: str | None) -> None:
     result = await score({"type": "groundedness", "threshold": 0}, answer, context=context)
     assert (result.value, result.passed) == (0.0, False)

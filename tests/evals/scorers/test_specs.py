@@ -20,7 +20,11 @@ def problem(specs: list[Any]) -> str:
 
 
 def test_the_message_names_the_scorer_and_field() -> None:
-    specs = [{"type": "exact"}, {"type": "contains", "value": "a"}, {"type": "exact", "name": "e2", "threshold": 2}]
+    specs = [
+        {"type": "exact"},
+        {"type": "contains", "value": "a"},
+        {"type": "exact", "name": "e2", "threshold": 2},
+    ]
     assert problem(specs) == "scorers[2].threshold: Input should be less than or equal to 1"
 
 
@@ -32,20 +36,41 @@ def test_the_message_names_the_scorer_and_field() -> None:
         ({"type": "exact", "colour": "red"}, "scorers[0].colour: Extra inputs are not permitted"),
         ({"type": "exact", "weight": -1}, "scorers[0].weight: Input should be greater than or equal to 0"),
         ({"type": "contains", "value": []}, "scorers[0].value: List should have at least 1 item"),
-        ({"type": "contains", "value": ["a", ""]}, "scorers[0].value[1]: String should have at least 1 character"),
+        (
+            {"type": "contains", "value": ["a", ""]},
+            "scorers[0].value[1]: String should have at least 1 character",
+        ),
         ({"type": "not_contains"}, "scorers[0].value: not_contains needs the text"),
         ({"type": "regex", "pattern": "(unclosed"}, "scorers[0].pattern: not a valid regular expression"),
         ({"type": "json_schema", "schema": {"type": "text"}}, "scorers[0].schema: not a valid JSON Schema"),
-        ({"type": "numeric", "tolerance": -0.1}, "scorers[0].tolerance: Input should be greater than or equal to 0"),
-        ({"type": "embedding", "threshold": -0.5}, "scorers[0].threshold: Input should be greater than or equal"),
+        (
+            {"type": "numeric", "tolerance": -0.1},
+            "scorers[0].tolerance: Input should be greater than or equal to 0",
+        ),
+        (
+            {"type": "embedding", "threshold": -0.5},
+            "scorers[0].threshold: Input should be greater than or equal",
+        ),
         ({"type": "judge", "model": "m"}, "scorers[0].rubric: Field required"),
-        ({"type": "judge", "model": "m", "rubric": "r", "scale": 1}, "scorers[0].scale: Input should be greater"),
-        ({"type": "groundedness", "min_overlap": 0}, "scorers[0].min_overlap: Input should be greater than 0"),
-        ({"type": "refusal", "expect": "maybe"}, "scorers[0].expect: Input should be 'refuse', 'answer' or 'label'"),
+        (
+            {"type": "judge", "model": "m", "rubric": "r", "scale": 1},
+            "scorers[0].scale: Input should be greater",
+        ),
+        (
+            {"type": "groundedness", "min_overlap": 0},
+            "scorers[0].min_overlap: Input should be greater than 0",
+        ),
+        (
+            {"type": "refusal", "expect": "maybe"},
+            "scorers[0].expect: Input should be 'refuse', 'answer' or 'label'",
+        ),
         ({"type": "latency"}, "scorers[0].max_ms: Field required"),
         ({"type": "latency", "max_ms": 0}, "scorers[0].max_ms: Input should be greater than 0"),
         ({"type": "cost", "max_usd": "cheap"}, "scorers[0].max_usd: Input should be a valid number"),
-        ({"type": "safety", "judge_model": ""}, "scorers[0].judge_model: String should have at least 1 character"),
+        (
+            {"type": "safety", "judge_model": ""},
+            "scorers[0].judge_model: String should have at least 1 character",
+        ),
         ("exact", "scorers[0]: Input should be a valid dictionary"),
     ],
 )
@@ -81,8 +106,21 @@ def test_normalised_specs_carry_their_defaults() -> None:
     ]
     assert validate_scorer_specs(specs) == [
         {"type": "contains", "name": "contains", "weight": 1.0, "threshold": 1.0, "value": ["Paris"]},
-        {"type": "embedding", "name": "embedding", "weight": 1.0, "threshold": 0.7, "model": None, "value": None},
-        {"type": "json_schema", "name": "json_schema", "weight": 1.0, "threshold": 1.0, "schema": {"type": "object"}},
+        {
+            "type": "embedding",
+            "name": "embedding",
+            "weight": 1.0,
+            "threshold": 0.7,
+            "model": None,
+            "value": None,
+        },
+        {
+            "type": "json_schema",
+            "name": "json_schema",
+            "weight": 1.0,
+            "threshold": 1.0,
+            "schema": {"type": "object"},
+        },
     ]
     # What was stored validates again to the same thing.
     assert validate_scorer_specs(validate_scorer_specs(specs)) == validate_scorer_specs(specs)
@@ -157,7 +195,9 @@ async def test_a_failed_call_fails_every_quality_and_safety_scorer(spec: dict[st
 
 
 async def test_latency_and_cost_still_score_a_failed_call() -> None:
-    scorers = build_scorers([{"type": "latency", "max_ms": 1000}, {"type": "cost", "max_usd": 0.01}], ScoringContext())
+    scorers = build_scorers(
+        [{"type": "latency", "max_ms": 1000}, {"type": "cost", "max_usd": 0.01}], ScoringContext()
+    )
     outcome = Outcome("", 4000.0, 0.0, error="upstream timed out")
     latency, cost = [await scorer.score(Case(id="c"), outcome) for scorer in scorers]
     assert (latency.value, latency.passed) == (0.25, False)

@@ -16,5 +16,7 @@ BUILTIN_DATASETS = ("safety",)
 def builtin_dataset_path(name: str) -> Path:
     """The JSONL file of the built-in dataset ``name``."""
     if name not in BUILTIN_DATASETS:
-        raise NotFound(f"no built-in dataset named {name!r}; built-in datasets: {', '.join(BUILTIN_DATASETS)}")
+        raise NotFound(
+            f"no built-in dataset named {name!r}; built-in datasets: {', '.join(BUILTIN_DATASETS)}"
+        )
     return Path(__file__).with_name(f"{name}.jsonl")

