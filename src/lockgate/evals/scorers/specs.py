@@ -9,7 +9,7 @@ the same type needs its own ``name``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from pydantic import Field, TypeAdapter, ValidationError
 
@@ -43,22 +43,8 @@ AnySpec = Annotated[
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[AnySpec] = TypeAdapter(AnySpec)
-SCORER_TYPES: tuple[str, ...] = (
-    "exact",
-    "contains",
-    "icontains",
-    "not_contains",
-    "regex",
-    "json_valid",
-    "json_schema",
-    "numeric",
-    "embedding",
-    "judge",
-    "groundedness",
-    "refusal",
-    "latency",
-    "cost",
-    "safety",
+SCORER_TYPES: tuple[str, ...] = tuple(
+    tag for spec in get_args(get_args(AnySpec)[0]) for tag in get_args(spec.model_fields["type"].annotation)
 )
 
 
