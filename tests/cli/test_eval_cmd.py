@@ -83,7 +83,7 @@ def write_dataset(directory: Path, cases: int) -> Path:
     spec = {
         "name": "golden",
         "cases": "golden.jsonl",
-        "scorers": [{"type": "json_schema"}, {"type": "contains"}],
+        "scorers": [{"type": "json_valid"}, {"type": "contains"}],
     }
     path = directory / "golden.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -144,3 +144,73 @@ def test_interrupted_run_resumes_without_repeating_or_losing_a_case(
     assert {p.name for p in run_dir.iterdir()} == {"report.json", "report.html", "junit.xml"}
     shown = lockgate("eval", "report", run_dir.name, "--format", "junit", env=env, cwd=tmp_path)
     assert shown.stdout.strip() == (run_dir / "junit.xml").read_text().strip()
+
+
+def test_gate_commands_print_every_reason_and_exit_by_decision(
+    instance: Instance, admin: Actor, admin_token: str, stub: StubUpstream, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from lockgate.cli.main import cli
+    from lockgate.evals.policy import DEFAULT_TESTS
+
+    release = release_on(instance, admin)
+    config = stub_config_file(tmp_path, stub)
+    env = {"LOCKGATE_DATA_DIR": str(instance.data), "LOCKGATE_TOKEN": admin_token}
+    runner = CliRunner()
+
+    def run(*args: str) -> tuple[int, str]:
+        result = runner.invoke(cli, list(args), env=env)
+        return result.exit_code, result.output
+
+    assert run("datasets", "push", str(write_dataset(tmp_path, 5)))[0] == 0
+    gate_file = tmp_path / "gate.yaml"
+    gate_file.write_text(f"route: {ROUTE}\ndatasets: [golden]\nthresholds: {{p95_latency_ms: 0}}\n")
+    code, output = run("gates", "set", str(gate_file))
+    assert code == 1 and "gate.yaml: thresholds.p95_latency_ms: Input should be greater than 0" in output
+    gate_file.write_text(f"route: {ROUTE}\ndatasets: [golden]\nthresholds: [oops\n")
+    code, output = run("gates", "set", str(gate_file))
+    assert code == 1 and "gate.yaml:4: not valid YAML" in output
+    gate_file.write_text(f"route: {ROUTE}\ndatasets: [golden]\n")
+    assert run("gates", "set", str(gate_file))[0] == 0
+
+    code, output = run("eval", "gate", "--release", release, "--env", "stage")
+    assert code == 1
+    assert f"DENY: release {release} -> stage" in output
+    assert f"deny: release {release} has no completed eval run on golden@1" in output
+
+    code, output = run(
+        "eval", "gate", "--release", release, "--env", "stage", "--run-missing", "--config", str(config)
+    )
+    assert code == 0, output
+    assert "ALLOW" in output
+
+    code, output = run(
+        "eval",
+        "run",
+        "--release",
+        release,
+        "--dataset",
+        "golden",
+        "--repeat",
+        "3",
+        "--fresh",
+        "--config",
+        str(config),
+        "--output",
+        str(tmp_path / "out"),
+    )
+    assert code == 0, output
+    assert "complete: 5 cases x 3" in output
+    assert "quality over 3 repeats: 1.000 (95% CI 1.000 to 1.000)" in output, output
+
+    tests = tmp_path / "gate_test.rego"
+    tests.write_text(DEFAULT_TESTS)
+    code, output = run("gates", "test", str(tests))
+    assert code == 0 and "0 failed" in output
+    tests.write_text(
+        "package lockgate.gate_test\n\nimport rego.v1\n\ntest_always_denies if {\n"
+        '\tdata.lockgate.gate.allow with input.missing as ["x"] with input.datasets as []\n}\n'
+    )
+    code, output = run("gates", "test", str(tests))
+    assert code == 1 and "FAIL  " in output and "1 failed" in output

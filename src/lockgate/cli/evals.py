@@ -292,6 +292,11 @@ def _print_finished(finished: Finished, output: Path) -> None:
         f"  latency p50 {s['latency_p50_ms']:.0f} ms  p95 {s['latency_p95_ms']:.0f} ms  "
         f"cost per 1k ${s['cost_per_1k_usd']:.4f}"
     )
+    for metric, stat in (s.get("repeat_stats") or {}).items():
+        click.echo(
+            f"  {metric} over {finished.run.repeats} repeats: {stat['mean']:.3f} "
+            f"(95% CI {stat['low']:.3f} to {stat['high']:.3f})"
+        )
     if finished.baseline is not None:
         c = finished.baseline["comparison"]
         q = c["quality"]
