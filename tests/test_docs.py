@@ -44,3 +44,19 @@ def test_every_provider_kind_and_field_is_documented(kind: str) -> None:
     settings = provider_class(kind).Settings
     missing = [name for name in settings.model_fields if f"| `{name}` |" not in section]
     assert missing == []
+
+
+EVALS = (Path(__file__).parents[1] / "docs" / "evals.md").read_text()
+
+
+def test_every_scorer_type_gate_field_and_case_field_is_documented() -> None:
+    from lockgate.evals.cases import Case
+    from lockgate.evals.gate import GateSpec, Thresholds
+    from lockgate.evals.scorers import SCORER_TYPES
+
+    scorers = [t for t in SCORER_TYPES if f"`{t}`" not in EVALS]
+    gate = [f for f in [*GateSpec.model_fields, *Thresholds.model_fields] if f"`{f}`" not in EVALS]
+    cases = [
+        f.alias or name for name, f in Case.model_fields.items() if f"| `{f.alias or name}` |" not in EVALS
+    ]
+    assert (scorers, gate, cases) == ([], [], [])
