@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -101,8 +102,6 @@ def capture(
 
     SPEC_FILE is a dataset YAML file; its `cases` entry, if any, is ignored.
     """
-    from datetime import UTC, datetime
-
     try:
         raw = yaml.safe_load(Path(spec_file).read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

@@ -120,7 +120,7 @@ def test(tests: tuple[str, ...], policies: tuple[str, ...], replace_default: boo
     for result in results:
         mark = "PASS" if result.passed else "FAIL"
         failed += not result.passed
-        detail = f"  ({result.error})" if getattr(result, "error", None) else ""
+        detail = f"  ({result.error})" if result.error else ""
         click.echo(f"{mark}  {result.name}{detail}")
     click.echo(f"{len(results) - failed} passed, {failed} failed")
     raise SystemExit(1 if failed or not results else 0)

@@ -19,9 +19,9 @@ from sqlalchemy import Connection, Engine, select
 
 from lockgate.control.errors import ControlError, Forbidden, Invalid, NotFound
 from lockgate.control.releases import Release, ReleaseService
+from lockgate.control.tenancy import require_tenant_id
 from lockgate.security.audit import AuditEvent, AuditLog
 from lockgate.security.rbac import Actor, Role
-from lockgate.security.tenants import TenantService
 from lockgate.store import versions
 from lockgate.store.tables import approvals, route_pointers, tenants
 
@@ -225,7 +225,7 @@ class Environments:
     ) -> Pointer:
         now = datetime.now(UTC)
         with self._engine.begin() as connection:
-            tenant_id = _tenant_id(connection, tenant)
+            tenant_id = require_tenant_id(connection, tenant)
             key = (
                 route_pointers.c.tenant_id == tenant_id,
                 route_pointers.c.route == route,
@@ -260,10 +260,3 @@ class Environments:
 def _check_environment(environment: str) -> None:
     if environment not in ENVIRONMENTS:
         raise Invalid(f"unknown environment {environment!r}; use dev, stage or prod")
-
-
-def _tenant_id(connection: Connection, tenant: str) -> str:
-    row = TenantService.find(connection, tenant)
-    if row is None:
-        raise NotFound(f"unknown tenant {tenant!r}")
-    return str(row.id)

@@ -31,9 +31,10 @@ from lockgate.control.prompt_spec import (
     template_variables,
 )
 from lockgate.control.semver import Bump, changes, declared_bump, parse_version
+from lockgate.control.tenancy import require_tenant_id
 from lockgate.security.audit import AuditEvent, AuditLog
 from lockgate.security.rbac import Actor, Role
-from lockgate.store.tables import prompts, tenants
+from lockgate.store.tables import prompts
 
 __all__ = [
     "Message",
@@ -97,7 +98,7 @@ class PromptCatalog:
             with self._engine.begin() as connection:
                 # Locking the tenant row serialises pushes, so two new versions cannot both pass the
                 # bump check against the same latest version.
-                tenant_id = _tenant_id(connection, tenant, lock=True)
+                tenant_id = require_tenant_id(connection, tenant, lock=True)
                 stored = _index(connection, tenant_id, spec.name)
                 if spec.version in stored:
                     existing = _version(tenant, _row(connection, stored[spec.version]))
@@ -137,7 +138,7 @@ class PromptCatalog:
         """One version, or the highest one when ``version`` is None."""
         self._may_read(actor, tenant, name)
         with self._engine.connect() as connection:
-            stored = _index(connection, _tenant_id(connection, tenant), name)
+            stored = _index(connection, require_tenant_id(connection, tenant), name)
             wanted = version if version is not None else _latest(stored)
             if wanted is None or wanted not in stored:
                 label = f"{name}@{version}" if version is not None else name
@@ -148,7 +149,7 @@ class PromptCatalog:
         """Every stored version of ``name``, lowest first."""
         self._may_read(actor, tenant, name)
         with self._engine.connect() as connection:
-            stored = _index(connection, _tenant_id(connection, tenant), name)
+            stored = _index(connection, require_tenant_id(connection, tenant), name)
             if not stored:
                 raise NotFound(f"no prompt {name} in tenant {tenant!r}")
             return [_version(tenant, _row(connection, stored[v])) for v in sorted(stored, key=parse_version)]
@@ -157,7 +158,7 @@ class PromptCatalog:
         """The latest version of every prompt in the tenant, by name."""
         self._may_read(actor, tenant, "*")
         with self._engine.connect() as connection:
-            tenant_id = _tenant_id(connection, tenant)
+            tenant_id = require_tenant_id(connection, tenant)
             query = select(prompts.c.name, prompts.c.version, prompts.c.id).where(
                 prompts.c.tenant_id == tenant_id
             )
@@ -223,14 +224,6 @@ def _message_lines(spec: PromptSpec) -> list[str]:
         lines.append(f"[{message.role}]")
         lines.extend(message.content.splitlines() or [""])
     return lines
-
-
-def _tenant_id(connection: Connection, tenant: str, *, lock: bool = False) -> str:
-    query = select(tenants.c.id).where(tenants.c.name == tenant)
-    tenant_id = connection.execute(query.with_for_update() if lock else query).scalar()
-    if tenant_id is None:
-        raise NotFound(f"unknown tenant {tenant!r}")
-    return str(tenant_id)
 
 
 def _index(connection: Connection, tenant_id: str, name: str) -> dict[str, str]:

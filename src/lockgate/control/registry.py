@@ -31,10 +31,10 @@ from sqlalchemy import Connection, Engine, Row, select, update
 from sqlalchemy.exc import IntegrityError
 
 from lockgate.control.errors import Conflict, Invalid, NotFound
+from lockgate.control.tenancy import require_tenant_id
 from lockgate.digests import file_sha256
 from lockgate.security.audit import AuditEvent, AuditLog
 from lockgate.security.rbac import Actor, Role
-from lockgate.security.tenants import TenantService
 from lockgate.store.tables import model_aliases, registry_models
 
 ALIAS = re.compile(r"^[a-z][a-z0-9_-]*$")
@@ -177,7 +177,7 @@ class ModelRegistry:
         _verify_artifact(card)
         try:
             with self._engine.begin() as connection:
-                tenant_id = _tenant_id(connection, tenant)
+                tenant_id = require_tenant_id(connection, tenant)
                 if _find(connection, tenant_id, card.name, card.version) is not None:
                     raise Conflict(f"model {card.name}:{card.version} already exists in tenant {tenant!r}")
                 connection.execute(
@@ -209,7 +209,7 @@ class ModelRegistry:
             a = model_aliases.c
             with self._engine.connect() as connection:
                 query = select(a.version).where(
-                    a.tenant_id == _tenant_id(connection, tenant), a.name == name, a.alias == alias
+                    a.tenant_id == require_tenant_id(connection, tenant), a.name == name, a.alias == alias
                 )
                 version = connection.execute(query).scalar()
             if version is None:
@@ -228,7 +228,7 @@ class ModelRegistry:
         """Models by name, each name's versions oldest first."""
         t = registry_models.c
         with self._engine.connect() as connection:
-            query = select(registry_models).where(t.tenant_id == _tenant_id(connection, tenant))
+            query = select(registry_models).where(t.tenant_id == require_tenant_id(connection, tenant))
             if name is not None:
                 query = query.where(t.name == name)
             rows = connection.execute(query.order_by(t.name, t.created_at, t.version)).all()
@@ -304,13 +304,6 @@ def _verify_artifact(card: ModelCard) -> None:
         raise Invalid(f"artifact {card.artifact_uri} has sha256 {actual}, but the card says {card.sha256}")
 
 
-def _tenant_id(connection: Connection, tenant: str) -> str:
-    row = TenantService.find(connection, tenant)
-    if row is None:
-        raise NotFound(f"unknown tenant {tenant!r}")
-    return str(row.id)
-
-
 def _find(
     connection: Connection, tenant_id: str, name: str, version: str, *, lock: bool = False
 ) -> Row[Any] | None:
@@ -321,7 +314,7 @@ def _find(
 
 
 def _row(connection: Connection, tenant: str, name: str, version: str, *, lock: bool = False) -> Row[Any]:
-    row = _find(connection, _tenant_id(connection, tenant), name, version, lock=lock)
+    row = _find(connection, require_tenant_id(connection, tenant), name, version, lock=lock)
     if row is None:
         raise NotFound(f"no model {name}:{version} in tenant {tenant!r}")
     return row

@@ -9,7 +9,6 @@ The judge and gateway-served embeddings use the same path with a plain model nam
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from lockgate.evals.cases import Case, Outcome
 from lockgate.gateway.pipeline import Call, Endpoint
 from lockgate.gateway.routebook import ServingRelease
 from lockgate.gateway.runtime import Gateway
+from lockgate.gateway.stages.account import estimate_tokens, prompt_text
 from lockgate.gateway.stages.release import PREFIX, OutputContractViolation
 from lockgate.gateway.wire import ChatCompletionRequest, EmbeddingRequest, validate
 from lockgate.security.keyring import Principal
@@ -102,7 +102,7 @@ class PipelineClient:
         latency_ms = (time.perf_counter() - started) * 1000.0
         cost = 0.0
         if call.deployment is not None and text:
-            cost = call.deployment.cost(_estimate(_prompt(call)), _estimate(text))
+            cost = call.deployment.cost(estimate_tokens(prompt_text(call)), estimate_tokens(text))
         return Outcome(text, latency_ms, cost, error=f"{error.code or type(error).__name__}: {error.message}")
 
 
@@ -117,15 +117,4 @@ def _usage(body: dict[str, Any], call: Call, text: str) -> tuple[int, int]:
     usage = body.get("usage") or {}
     if isinstance(usage.get("prompt_tokens"), int):
         return int(usage["prompt_tokens"]), int(usage.get("completion_tokens") or 0)
-    return _estimate(_prompt(call)), _estimate(text)
-
-
-def _prompt(call: Call) -> str:
-    request = call.request
-    if isinstance(request, ChatCompletionRequest):
-        return " ".join(m.content if isinstance(m.content, str) else "" for m in request.messages)
-    return ""
-
-
-def _estimate(text: str) -> int:
-    return math.ceil(len(text) / 4) if text else 0
+    return estimate_tokens(prompt_text(call)), estimate_tokens(text)

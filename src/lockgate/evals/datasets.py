@@ -34,12 +34,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Engine, func, select
 
 from lockgate.control.errors import Invalid, NotFound
+from lockgate.control.tenancy import require_tenant_id
 from lockgate.evals.builtin import builtin_dataset_path
 from lockgate.evals.cases import Case
 from lockgate.evals.scorers import validate_scorer_specs
 from lockgate.security.audit import AuditEvent, AuditLog
 from lockgate.security.rbac import Actor, Role
-from lockgate.security.tenants import TenantService
 from lockgate.store.tables import datasets, request_content, request_log, tenants
 
 DATASET_NAME = r"^[a-z0-9][a-z0-9_.-]*$"
@@ -235,7 +235,7 @@ class DatasetService:
         rows = case_dicts(cases)
         digest = content_sha256(spec_json, rows)
         with self._engine.begin() as connection:
-            tenant_id = _tenant_id(connection, tenant)
+            tenant_id = require_tenant_id(connection, tenant)
             found = connection.execute(
                 select(datasets).where(
                     datasets.c.tenant_id == tenant_id,
@@ -276,7 +276,7 @@ class DatasetService:
 
     def get(self, tenant: str, name: str, version: int | None = None) -> StoredDataset:
         with self._engine.connect() as connection:
-            tenant_id = _tenant_id(connection, tenant)
+            tenant_id = require_tenant_id(connection, tenant)
             query = select(datasets).where(datasets.c.tenant_id == tenant_id, datasets.c.name == name)
             if version is not None:
                 query = query.where(datasets.c.version == version)
@@ -306,7 +306,7 @@ class DatasetService:
 
     def list(self, tenant: str) -> list[StoredDataset]:
         with self._engine.connect() as connection:
-            tenant_id = _tenant_id(connection, tenant)
+            tenant_id = require_tenant_id(connection, tenant)
             rows = connection.execute(
                 select(datasets)
                 .where(datasets.c.tenant_id == tenant_id)
@@ -330,7 +330,7 @@ class DatasetService:
         tagged ``captured`` for a person to review before it gates anything.
         """
         with self._engine.connect() as connection:
-            tenant_id = _tenant_id(connection, tenant)
+            tenant_id = require_tenant_id(connection, tenant)
             rows = connection.execute(
                 select(request_log.c.id, request_content.c.request_body, request_content.c.response_body)
                 .join(request_content, request_content.c.request_id == request_log.c.id)
@@ -398,10 +398,3 @@ def _stored(row: Any, tenant: str) -> StoredDataset:
         created_by=row.created_by,
         created_at=row.created_at,
     )
-
-
-def _tenant_id(connection: Any, tenant: str) -> str:
-    row = TenantService.find(connection, tenant)
-    if row is None:
-        raise NotFound(f"unknown tenant {tenant!r}")
-    return str(row.id)

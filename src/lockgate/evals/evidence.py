@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from sqlalchemy import Connection, Engine, Row, select
 
 from lockgate.control.errors import Invalid, NotFound
+from lockgate.control.tenancy import require_tenant_id
 from lockgate.evals.bundle import (
     EVIDENCE_ACTION,
     FORMAT,
@@ -60,7 +61,6 @@ from lockgate.evals.bundle import (
 )
 from lockgate.security.audit import GENESIS, AuditEvent, AuditLog, canonical, entry_hash
 from lockgate.security.rbac import Actor
-from lockgate.security.tenants import TenantService
 from lockgate.store.tables import (
     audit_heads,
     audit_log,
@@ -140,7 +140,7 @@ class EvidenceService:
     ) -> StoredEvidence:
         """Sign ``draft`` and store it with its audit entry inside the caller's transaction (an allowed
         promotion: the pointer moves and its evidence commit together)."""
-        tenant_id = _tenant_id(connection, tenant)
+        tenant_id = require_tenant_id(connection, tenant)
         signer = self._audit.signer
         now = datetime.now(UTC)
         signed = EvidenceRecord.model_validate(
@@ -183,19 +183,19 @@ class EvidenceService:
 
     def get(self, tenant: str, evidence_id: str) -> StoredEvidence:
         with self._engine.connect() as connection:
-            return _stored(_row(connection, _tenant_id(connection, tenant), evidence_id), tenant)
+            return _stored(_row(connection, require_tenant_id(connection, tenant), evidence_id), tenant)
 
     def verify(self, tenant: str, evidence_id: str) -> Verification:
         """Check the record against the database and the instance's signing key."""
         with self._engine.connect() as connection:
-            tenant_id = _tenant_id(connection, tenant)
+            tenant_id = require_tenant_id(connection, tenant)
             row = _row(connection, tenant_id, evidence_id)
             return _Verifier(connection, tenant_id, tenant, self._audit.signer.public_key).run(row)
 
     def export(self, tenant: str, evidence_id: str) -> bytes:
         """The self-contained bundle; fails when something the record cites is no longer stored."""
         with self._engine.connect() as connection:
-            tenant_id = _tenant_id(connection, tenant)
+            tenant_id = require_tenant_id(connection, tenant)
             row = _row(connection, tenant_id, evidence_id)
             document, record = _load(row)
             entry = _audit_entry(connection, int(row.audit_seq))
@@ -231,7 +231,7 @@ class EvidenceService:
         with self._engine.connect() as connection:
             query = (
                 select(evidence)
-                .where(evidence.c.tenant_id == _tenant_id(connection, tenant))
+                .where(evidence.c.tenant_id == require_tenant_id(connection, tenant))
                 .order_by(evidence.c.created_at, evidence.c.id)
             )
             if release_id is not None:
@@ -440,13 +440,6 @@ def _bundled_dataset(
     if found is None:
         raise NotFound(f"evidence {evidence_id}: dataset {ref.label} no longer exists")
     return BundledDataset(name=ref.name, version=ref.version, spec=found.spec, cases=found.cases)
-
-
-def _tenant_id(connection: Connection, tenant: str) -> str:
-    row = TenantService.find(connection, tenant)
-    if row is None:
-        raise NotFound(f"unknown tenant {tenant!r}")
-    return str(row.id)
 
 
 def _row(connection: Connection, tenant_id: str, evidence_id: str) -> Row[Any]:

@@ -21,6 +21,7 @@ from sqlalchemy import Engine, select
 
 from lockgate.control.errors import ControlError, Invalid, NotFound
 from lockgate.control.releases import ROUTE_NAME, Release
+from lockgate.control.tenancy import require_tenant_id
 from lockgate.evals.datasets import StoredDataset
 from lockgate.evals.policy import Decision, PolicySet, check, evaluate, evaluate_remote
 from lockgate.evals.service import EvalService
@@ -28,7 +29,6 @@ from lockgate.evals.store import EvalRun
 from lockgate.evals.summary import compare
 from lockgate.security.audit import AuditEvent, AuditLog
 from lockgate.security.rbac import Actor, Role
-from lockgate.security.tenants import TenantService
 from lockgate.store.tables import route_gates
 
 Environment = Literal["dev", "stage", "prod"]
@@ -129,7 +129,7 @@ class GateService:
             "updated_at": now,
         }
         with self._engine.begin() as connection:
-            tenant_id = _tenant_id(connection, tenant)
+            tenant_id = require_tenant_id(connection, tenant)
             key = (route_gates.c.tenant_id == tenant_id, route_gates.c.route == spec.route)
             before = connection.execute(select(route_gates.c.policy_sha256).where(*key)).scalar()
             if before is None:
@@ -152,7 +152,7 @@ class GateService:
 
     def get(self, tenant: str, route: str) -> StoredGate | None:
         with self._engine.connect() as connection:
-            tenant_id = _tenant_id(connection, tenant)
+            tenant_id = require_tenant_id(connection, tenant)
             row = connection.execute(
                 select(route_gates).where(route_gates.c.tenant_id == tenant_id, route_gates.c.route == route)
             ).first()
@@ -280,10 +280,3 @@ class GateService:
             "missing": missing,
         }
         return document, used, runs
-
-
-def _tenant_id(connection: Any, tenant: str) -> str:
-    row = TenantService.find(connection, tenant)
-    if row is None:
-        raise NotFound(f"unknown tenant {tenant!r}")
-    return str(row.id)

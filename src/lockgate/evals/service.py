@@ -17,9 +17,10 @@ from typing import Any
 from sqlalchemy import Engine
 
 from lockgate.control.environments import Environments
-from lockgate.control.errors import ControlError, Invalid, NotFound
+from lockgate.control.errors import ControlError, Invalid
 from lockgate.control.releases import Release, ReleaseService
-from lockgate.evals.cases import CaseResult, ScoringContext
+from lockgate.control.tenancy import require_tenant_id
+from lockgate.evals.cases import Case, CaseResult, ScoringContext
 from lockgate.evals.datasets import DatasetService, StoredDataset
 from lockgate.evals.reports import Baseline, ReportFile, RunReport, render_all
 from lockgate.evals.runner import CaseClient, RunLimits, Runner
@@ -29,7 +30,6 @@ from lockgate.evals.summary import compare, summarize
 from lockgate.gateway.routebook import ServingRelease
 from lockgate.security.audit import AuditEvent, AuditLog
 from lockgate.security.rbac import Actor, Role
-from lockgate.security.tenants import TenantService
 
 MAX_REPEATS = 20
 MAX_CONCURRENCY = 64
@@ -40,7 +40,7 @@ class Planned:
     run: EvalRun
     release: Release
     dataset: StoredDataset
-    todo: list[tuple[Any, int]]
+    todo: list[tuple[Case, int]]
     done: int
     resumed: bool
 
@@ -96,13 +96,9 @@ class EvalService:
         existing = None if fresh else self.store.unfinished(release.id, dataset.id, repeats)
         if existing is None:
             with self._engine.connect() as connection:
-                tenant_row = TenantService.find(connection, tenant)
-            if tenant_row is None:
-                raise NotFound(f"unknown tenant {tenant!r}")
+                tenant_id = require_tenant_id(connection, tenant)
             settings = {"concurrency": concurrency, "dataset": dataset.ref}
-            run = self.store.create_run(
-                str(tenant_row.id), release.id, dataset, repeats, settings, actor.name
-            )
+            run = self.store.create_run(tenant_id, release.id, dataset, repeats, settings, actor.name)
         else:
             run = existing
         done = self.store.done(run.id)
@@ -142,8 +138,8 @@ class EvalService:
             raise Invalid(
                 f"run {run.id} is not finished: {len(results)} of {len(dataset.cases) * run.repeats}"
             )
-        summary = summarize(results, run.repeats).as_dict()
-        self.store.finish(run.id, "complete", summary)
+        summary = summarize(results, run.repeats)
+        self.store.finish(run.id, "complete", summary.as_dict())
         run = self.store.get(run.id)
         release = self.releases.get(tenant, run.release_id)
         baseline = self.baseline(tenant, release, dataset, results, against) if against else None
@@ -155,13 +151,13 @@ class EvalService:
             started_at=run.started_at,
             finished_at=run.finished_at or datetime.now(UTC),
             status=run.status,
-            summary=summarize(results, run.repeats),
+            summary=summary,
             results=results,
             baseline=baseline,
         )
         files = render_all(report)
         self.store.save_reports(run.id, [(f.format, f.content, f.sha256) for f in files])
-        return Finished(run, summary, files, baseline, against)
+        return Finished(run, summary.as_dict(), files, baseline, against)
 
     def baseline(
         self,

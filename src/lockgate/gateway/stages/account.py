@@ -157,15 +157,15 @@ def _tokens(
         output = "".join(
             str((c.get("message") or {}).get("content") or "") for c in body.get("choices") or ()
         )
-    return _estimate(_prompt_text(call)), _estimate(output), True
+    return estimate_tokens(prompt_text(call)), estimate_tokens(output), True
 
 
-def _prompt_text(call: Call) -> str:
+def prompt_text(call: Call) -> str:
     request = call.request
     if isinstance(request, ChatCompletionRequest):
         return " ".join(m.content if isinstance(m.content, str) else "" for m in request.messages)
     return " ".join(request.texts) if request.is_text else ""
 
 
-def _estimate(text: str) -> int:
+def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / 4) if text else 0
