@@ -51,7 +51,7 @@ EVALS = (Path(__file__).parents[1] / "docs" / "evals.md").read_text()
 
 def test_every_scorer_type_gate_field_and_case_field_is_documented() -> None:
     from lockgate.evals.cases import Case
-    from lockgate.evals.gate import GateSpec, Thresholds
+    from lockgate.gates.gate import GateSpec, Thresholds
     from lockgate.evals.scorers import SCORER_TYPES
 
     scorers = [t for t in SCORER_TYPES if f"`{t}`" not in EVALS]

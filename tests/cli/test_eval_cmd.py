@@ -152,7 +152,7 @@ def test_gate_commands_print_every_reason_and_exit_by_decision(
     from click.testing import CliRunner
 
     from lockgate.cli.main import cli
-    from lockgate.evals.policy import DEFAULT_TESTS
+    from lockgate.gates.policy import DEFAULT_TESTS
 
     release = release_on(instance, admin)
     config = stub_config_file(tmp_path, stub)

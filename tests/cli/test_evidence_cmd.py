@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from lockgate.cli.evidence import evidence
-from lockgate.evals.evidence import StoredEvidence
+from lockgate.gates.evidence import StoredEvidence
 from lockgate.instance import Instance
 from lockgate.security.rbac import Actor, Role
 from lockgate.store.tables import eval_reports

@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from lockgate.control.errors import Forbidden, Invalid
+from lockgate.service_errors import Forbidden, Invalid
 from lockgate.control.plane import ControlPlane
 from lockgate.control.prompt_spec import PromptSpec
 from lockgate.control.registry import ModelCard, ModelStatus

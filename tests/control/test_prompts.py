@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from jinja2.exceptions import SecurityError
 from pydantic import ValidationError
 
-from lockgate.control.errors import Conflict, Forbidden, Invalid, NotFound
+from lockgate.service_errors import Conflict, Forbidden, Invalid, NotFound
 from lockgate.control.prompts import PromptCatalog, PromptSpec, lint, render, template_variables
 from lockgate.control.semver import Bump
 from lockgate.instance import Instance

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from lockgate.control.errors import Conflict, Forbidden, Invalid, NotFound
+from lockgate.service_errors import Conflict, Forbidden, Invalid, NotFound
 from lockgate.control.registry import ModelCard, ModelRegistry, ModelStatus, TrainingSpec, parse_card
 from lockgate.instance import Instance
 from lockgate.security.rbac import Actor, Role

@@ -9,7 +9,7 @@ import orjson
 import pytest
 import yaml
 
-from lockgate.control.errors import Forbidden, Invalid, NotFound
+from lockgate.service_errors import Forbidden, Invalid, NotFound
 from lockgate.evals.datasets import DatasetSpec, content_sha256, load_file
 from lockgate.instance import Instance
 from lockgate.ops.records import RequestRecord

@@ -15,10 +15,10 @@ import pytest
 from lockgate.control.environments import GateRefused
 from lockgate.control.plane import ControlPlane
 from lockgate.control.releases import Release, ReleaseRequest
-from lockgate.evals.bundle import verify_bundle
+from lockgate.gates.evidence_format import verify_bundle
 from lockgate.evals.cases import Case
 from lockgate.evals.datasets import DatasetSpec
-from lockgate.evals.gate import GateSpec
+from lockgate.gates.gate import GateSpec
 from lockgate.instance import Instance
 from lockgate.security.rbac import Actor
 from tests.control.test_golden_path import ROUTE, Team, card, prompt

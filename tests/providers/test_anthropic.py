@@ -15,7 +15,7 @@ import msgspec
 import pytest
 from aiohttp import web
 
-from lockgate.gateway.wire import ChatCompletionRequest, ChatMessage
+from lockgate.wire import ChatCompletionRequest, ChatMessage
 from lockgate.providers.anthropic import AnthropicProvider, AnthropicSettings
 from lockgate.providers.anthropic_translate import (
     build_request,

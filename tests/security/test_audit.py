@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import lockgate.security.audit as audit_module
 from lockgate.cli.audit import audit
-from lockgate.control.errors import Forbidden
+from lockgate.service_errors import Forbidden
 from lockgate.instance import Instance
 from lockgate.security.audit import AuditEvent, entry_hash, head_message
 from lockgate.security.audit_verify import (

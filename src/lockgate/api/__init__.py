@@ -1,1 +1,1 @@
-"""The control REST API: FastAPI routers per resource over the control-plane services."""
+"""The control REST API: a thin shell over the service layer, served by ``lockgate serve``."""

@@ -1,37 +1,39 @@
-"""Request dependencies of the control API: the control plane and the acting user."""
+"""Request dependencies of the control API: the services and the acting user.
+
+The actor is resolved before the route runs, by ``auth.ControlAuth``, which refuses a request without a
+valid control token (401) before its body is read.
+"""
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from lockgate.control.plane import ControlPlane
-from lockgate.security.rbac import Actor, Role
-
-bearer = HTTPBearer(auto_error=False, description="A control token (lgc-...) of the user acting")
+from lockgate.security.rbac import Actor
+from lockgate.service_errors import Unauthorized
+from lockgate.services import Services
 
 
-def control_plane(request: Request) -> ControlPlane:
-    plane: ControlPlane = request.app.state.control
-    return plane
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
 
 
-def current_actor(
-    request: Request,
-    plane: Annotated[ControlPlane, Depends(control_plane)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> Actor:
-    token = credentials.credentials if credentials is not None else None
-    source = request.client.host if request.client is not None else None
-    return plane.users.authenticate(token, source=source, request_id=f"req_{uuid.uuid4().hex}")
+def current_actor(request: Request) -> Actor:
+    actor = request.scope.get("state", {}).get("actor")
+    if not isinstance(actor, Actor):
+        raise Unauthorized("missing control token")
+    return actor
 
 
-Control = Annotated[ControlPlane, Depends(control_plane)]
+def invitation_code(request: Request) -> str:
+    code = request.scope.get("state", {}).get("invitation")
+    if not isinstance(code, str):
+        raise Unauthorized("send the invitation code as Authorization: Bearer lgi-...")
+    return code
+
+
+ServicesDep = Annotated[Services, Depends(services)]
 CurrentActor = Annotated[Actor, Depends(current_actor)]
-
-
-def can_read(actor: Actor, tenant: str) -> None:
-    actor.require(tenant, Role.VIEWER, "read")
+InvitationCode = Annotated[str, Depends(invitation_code)]

@@ -1,8 +1,9 @@
-"""``lockgate evidence``: list, show, verify and export the signed records of promotion attempts.
+"""``lockgate evidence``: list, show, verify and export the signed records of promotions and rollbacks.
 
-Reading needs a control token with the viewer role. ``verify --bundle`` is the auditor's command: it
-checks an exported bundle offline, with no data directory and no token; ``--public-key`` pins the key
-the bundle must be signed by, otherwise compare the printed fingerprint with the instance's key.
+Reading needs the viewer role. ``verify --bundle`` is the auditor's command: it checks an exported
+bundle offline, against a public key the auditor trusts: ``--public-key``, or the key the server
+publishes (``lockgate evidence key``) when a server is configured. It never trusts the key inside the
+bundle.
 """
 
 from __future__ import annotations
@@ -12,74 +13,67 @@ from typing import Any
 
 import click
 
-from lockgate.cli.common import data_dir_option, emit_json, when
-from lockgate.cli.identity import actor_for, control_errors, token_option
-from lockgate.evals.bundle import Verification, fingerprint, verify_bundle
-from lockgate.evals.evidence import EvidenceService, StoredEvidence
-from lockgate.instance import open_instance
-from lockgate.security.rbac import Role
-
-tenant_option = click.option("--tenant", default="default", show_default=True)
-
-
-def _service(data_dir: str | None, token: str | None, tenant: str) -> EvidenceService:
-    """The evidence service, once the token's user is known to hold the viewer role in ``tenant``."""
-    instance = open_instance(data_dir)
-    actor_for(instance, token).require(tenant, Role.VIEWER, "evidence.read")
-    return EvidenceService(instance.engine, instance.audit)
+from lockgate.cli.client import Client, ClientError, resolve
+from lockgate.cli.options import connected, emit_json, fail, json_option, tenant_option, tenant_path, when
 
 
 @click.group()
 def evidence() -> None:
-    """Signed evidence of every promotion attempt: inspect it, verify it, export it for an audit."""
+    """Signed evidence of every promotion attempt and rollback: inspect, verify, export for an audit."""
 
 
 @evidence.command("list")
 @click.option("--release", "release_id", default=None, help="Only this release's evidence.")
 @click.option("--route", default=None, help="Only this route's evidence.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--ids", "ids_only", is_flag=True, help="Print only the ids, oldest first.")
 @tenant_option
-@data_dir_option
-@token_option
-@control_errors
+@json_option
+@connected
 def list_evidence(
-    release_id: str | None,
-    route: str | None,
-    as_json: bool,
-    tenant: str,
-    data_dir: str | None,
-    token: str | None,
+    release_id: str | None, route: str | None, ids_only: bool, tenant: str, as_json: bool, client: Client
 ) -> None:
     """Evidence records, oldest first."""
-    records = _service(data_dir, token, tenant).list(tenant, release_id=release_id, route=route)
+    records = client.get(tenant_path(tenant, "evidence"), release=release_id, route=route)
     if as_json:
-        emit_json([_summary(item) for item in records])
+        emit_json(records)
+        return
+    if ids_only:
+        for item in records:
+            click.echo(item["id"])
         return
     click.echo(
-        f"{'ID':<28} {'DECIDED (UTC)':<20} {'ROUTE':<20} {'ENV':<6} {'DECISION':<9} {'BY':<12} RELEASE"
+        f"{'ID':<28} {'DECIDED (UTC)':<20} {'ROUTE':<20} {'ENV':<6} {'ACTION':<9} {'DECISION':<9} "
+        f"{'BY':<12} RELEASE"
     )
     for item in records:
         click.echo(
-            f"{item.id:<28} {when(item.created_at):<20} {item.route:<20} {item.environment:<6} "
-            f"{item.decision:<9} {item.record['requested_by']:<12} {item.release_id}"
+            f"{item['id']:<28} {when(item['created_at']):<20} {item['route']:<20} {item['environment']:<6} "
+            f"{item['action']:<9} {item['decision']:<9} {item['requested_by']:<12} {item['release_id']}"
         )
 
 
 @evidence.command("show")
 @click.argument("evidence_id")
-@click.option("--json", "as_json", is_flag=True)
 @tenant_option
-@data_dir_option
-@token_option
-@control_errors
-def show(evidence_id: str, as_json: bool, tenant: str, data_dir: str | None, token: str | None) -> None:
+@json_option
+@connected
+def show(evidence_id: str, tenant: str, as_json: bool, client: Client) -> None:
     """One record: the decision and everything it was based on."""
-    item = _service(data_dir, token, tenant).get(tenant, evidence_id)
+    item = client.get(tenant_path(tenant, "evidence", evidence_id))
     if as_json:
-        emit_json(item.as_dict())
+        emit_json(item)
         return
     for line in _describe(item):
         click.echo(line)
+
+
+@evidence.command("key")
+@connected
+def key(client: Client) -> None:
+    """The server's public signing key (base64) and its fingerprint: pin it to verify bundles."""
+    answer = client.get("/signing-key")
+    click.echo(f"fingerprint {answer['fingerprint']}", err=True)
+    click.echo(answer["public_key"])
 
 
 @evidence.command("verify")
@@ -94,75 +88,91 @@ def show(evidence_id: str, as_json: bool, tenant: str, data_dir: str | None, tok
     "--public-key", default=None, help="With --bundle: the Ed25519 key (base64) it must be signed by."
 )
 @tenant_option
-@data_dir_option
-@token_option
-@control_errors
+@click.option("--url", envvar="LOCKGATE_URL", default=None, help="Server URL (default: $LOCKGATE_URL).")
+@click.option(
+    "--token", envvar="LOCKGATE_TOKEN", default=None, help="Control token (default: $LOCKGATE_TOKEN)."
+)
+@click.option(
+    "--profile", envvar="LOCKGATE_PROFILE", default=None, help="A profile saved by `lockgate login`."
+)
 def verify(
     evidence_id: str | None,
     bundle: str | None,
     public_key: str | None,
     tenant: str,
-    data_dir: str | None,
+    url: str | None,
     token: str | None,
+    profile: str | None,
 ) -> None:
-    """Check EVIDENCE_ID against the database, or --bundle FILE without one; exit 1 on any failed check."""
+    """Check EVIDENCE_ID on the server, or --bundle FILE offline; exit 1 on any failed check."""
     if (evidence_id is None) == (bundle is None):
         raise click.UsageError("give either EVIDENCE_ID or --bundle FILE")
-    if bundle is not None:
-        result = verify_bundle(Path(bundle).read_bytes(), public_key)
-    elif public_key is not None:
-        raise click.UsageError(
-            "--public-key applies to --bundle; the database is checked with this instance's key"
+    try:
+        if bundle is not None:
+            from lockgate.gates.evidence_format import verify_bundle
+
+            trusted = public_key or _server_key(url, token, profile)
+            result = verify_bundle(Path(bundle).read_bytes(), trusted)
+            checks = [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in result.checks]
+            _report(checks, result.fingerprint, result.ok)
+            return
+        if public_key is not None:
+            raise click.UsageError(
+                "--public-key applies to --bundle; the server checks records with its own key"
+            )
+        answer = resolve(url, token, profile).get(tenant_path(tenant, "evidence", str(evidence_id), "verify"))
+    except ClientError as exc:
+        fail(exc.message)
+    _report(answer["checks"], answer["fingerprint"], answer["ok"])
+
+
+def _server_key(url: str | None, token: str | None, profile: str | None) -> str:
+    try:
+        client = resolve(url, token, profile)
+    except ClientError:
+        fail(
+            "give the trusted signing key with --public-key (the instance's key: `lockgate evidence key`); "
+            "a bundle is never verified against the key it carries"
         )
-    else:
-        result = _service(data_dir, token, tenant).verify(tenant, str(evidence_id))
-    _report(result)
+    key: str = client.get("/signing-key")["public_key"]
+    click.echo(f"trusting the signing key {client.url} publishes", err=True)
+    return key
 
 
 @evidence.command("export")
 @click.argument("evidence_id")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="File to write.")
 @tenant_option
-@data_dir_option
-@token_option
-@control_errors
-def export(evidence_id: str, output: str, tenant: str, data_dir: str | None, token: str | None) -> None:
+@connected
+def export(evidence_id: str, output: str, tenant: str, client: Client) -> None:
     """Write the self-contained bundle of EVIDENCE_ID (verify it with `evidence verify --bundle`)."""
-    data = _service(data_dir, token, tenant).export(tenant, evidence_id)
+    data = client.request("GET", tenant_path(tenant, "evidence", evidence_id, "bundle"), raw=True)
     Path(output).write_bytes(data)
     click.echo(f"wrote {output} ({len(data)} bytes)")
 
 
-def _report(result: Verification) -> None:
-    for check in result.checks:
-        click.echo(f"{'✓' if check.ok else '✗'} {check.name}: {check.detail}")
-    click.echo(f"signing key fingerprint: {result.fingerprint or '-'}")
-    if not result.ok:
-        click.echo(f"FAILED: {', '.join(result.failed)}")
+def _report(checks: list[dict[str, Any]], fingerprint: str | None, ok: bool) -> None:
+    for check in checks:
+        click.echo(f"{'✓' if check['ok'] else '✗'} {check['name']}: {check['detail']}")
+    click.echo(f"signing key fingerprint: {fingerprint or '-'}")
+    if not ok:
+        click.echo(f"FAILED: {', '.join(c['name'] for c in checks if not c['ok'])}")
         raise click.exceptions.Exit(1)
     click.echo("ok: every check passed")
 
 
-def _summary(item: StoredEvidence) -> dict[str, Any]:
-    return {
-        "id": item.id,
-        "route": item.route,
-        "environment": item.environment,
-        "release_id": item.release_id,
-        "decision": item.decision,
-        "requested_by": item.record["requested_by"],
-        "created_at": item.created_at.isoformat(),
-        "audit_seq": item.audit_seq,
-    }
-
-
-def _describe(item: StoredEvidence) -> list[str]:
-    record = item.record
+def _describe(item: dict[str, Any]) -> list[str]:
+    record = item["record"]
     policy = record.get("policy")
+    runs = [
+        f"{r['role']} {r['run_id']} ({r['origin']}) fingerprint {r.get('fingerprint') or '-'}"
+        for r in record.get("runs", [])
+    ]
     return [
-        f"evidence   {item.id} (tenant {item.tenant})",
-        f"decision   {item.decision}: {item.route} -> {item.environment}",
-        f"release    {item.release_id}",
+        f"evidence   {item['id']} (tenant {item['tenant']})",
+        f"decision   {record.get('action', 'promote')} {record['decision']}: "
+        f"{record['route']} -> {record['environment']}",
+        f"release    {record['release_id']}",
         f"commit     {record.get('git_commit') or '-'}",
         *_items("reasons", record.get("reasons", [])),
         *_items("warnings", record.get("warnings", [])),
@@ -171,13 +181,14 @@ def _describe(item: StoredEvidence) -> list[str]:
             "reports",
             [f"{r['role']} {r['run_id']} {r['format']} sha256:{r['sha256']}" for r in record["reports"]],
         ),
+        *_items("runs", runs),
         f"policy     {_policy(policy)}",
         f"approvers  {', '.join(record['approvers']) or '-'}",
         f"requested  by {record['requested_by']} at {record['requested_at']}",
         f"decided    {record['decided_at']}",
-        f"audit seq  {item.audit_seq}",
-        f"sha256     {item.sha256}",
-        f"signed by  key {fingerprint(item.public_key)}",
+        f"audit seq  {item['audit_seq']}",
+        f"sha256     {item['sha256']}",
+        f"signed by  key {item['fingerprint']}",
     ]
 
 

@@ -1,16 +1,11 @@
-"""``lockgate keys``: create, list and revoke API keys."""
+"""``lockgate keys``: create, list and revoke API keys of a tenant (its admins' commands)."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import click
 
-from lockgate.cli.common import data_dir_option, emit_json, expiry, when
-from lockgate.cli.identity import actor_for, control_errors, token_option
-from lockgate.instance import open_instance
-from lockgate.security.apikeys import ROLES, UnknownKey
-from lockgate.security.tenants import UnknownTenant
+from lockgate.cli.client import Client
+from lockgate.cli.options import connected, emit_json, json_option, seconds, tenant_option, tenant_path, when
 
 
 @click.group()
@@ -19,21 +14,19 @@ def keys() -> None:
 
 
 @keys.command("create")
-@click.option("--tenant", default="default", show_default=True)
+@tenant_option
 @click.option("--name", default="", help="A label to recognise the key by.")
 @click.option("--model", "models", multiple=True, help="Allow only this model or route:NAME (repeatable).")
 @click.option("--expires-in", default=None, help="Lifetime such as 30d, 12h, 15m.")
-@click.option("--role", type=click.Choice(ROLES), default="client", show_default=True)
+@click.option("--role", type=click.Choice(["client", "admin"]), default="client", show_default=True)
 @click.option(
     "--env",
     "environment",
     type=click.Choice(["dev", "stage", "prod"]),
     default=None,
-    help="Environment whose releases route: calls get (default prod).",
+    help="Pin the key to this environment's releases for route: calls (default: unpinned, prod).",
 )
-@data_dir_option
-@token_option
-@control_errors
+@connected
 def create(
     tenant: str,
     name: str,
@@ -41,59 +34,48 @@ def create(
     expires_in: str | None,
     role: str,
     environment: str | None,
-    data_dir: str | None,
-    token: str | None,
+    client: Client,
 ) -> None:
-    """Create a key (needs the admin role in the tenant); its secret is printed once."""
-    instance = open_instance(data_dir)
-    actor = actor_for(instance, token)
-    try:
-        issued = instance.keys.create(
-            tenant,
-            name=name,
-            role=role,
-            allowed_models=list(models) or None,
-            expires_at=expiry(expires_in),
-            environment=environment,
-            actor=actor,
-        )
-    except UnknownTenant as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"id:      {issued.info.id}")
-    click.echo(f"prefix:  {issued.info.prefix}")
-    click.echo(f"expires: {when(issued.info.expires_at)}")
-    click.echo(f"key:     {issued.secret}")
+    """Create a key; its secret is printed once."""
+    body = {
+        "name": name,
+        "role": role,
+        "allowed_models": list(models) or None,
+        "expires_in_days": seconds(expires_in) / 86400 if expires_in else None,
+        "environment": environment,
+    }
+    issued = client.post(tenant_path(tenant, "keys"), body)
+    click.echo(f"id:      {issued['id']}")
+    click.echo(f"prefix:  {issued['prefix']}")
+    click.echo(f"expires: {when(issued['expires_at'])}")
+    click.echo(f"key:     {issued['key']}")
     click.echo("Store the key now: lockgate keeps only its hash.", err=True)
 
 
 @keys.command("list")
-@click.option("--tenant", default=None)
-@click.option("--json", "as_json", is_flag=True)
-@data_dir_option
-def list_keys(tenant: str | None, as_json: bool, data_dir: str | None) -> None:
+@tenant_option
+@json_option
+@connected
+def list_keys(tenant: str, as_json: bool, client: Client) -> None:
     """List keys by prefix; secrets are never shown."""
-    found = open_instance(data_dir).keys.list(tenant)
+    found = client.get(tenant_path(tenant, "keys"))
     if as_json:
-        emit_json([{**dataclasses.asdict(k), "status": k.status()} for k in found])
+        emit_json(found)
         return
-    click.echo(f"{'ID':<29} {'PREFIX':<12} {'TENANT':<16} {'ROLE':<7} {'STATUS':<8} {'EXPIRES':<21} MODELS")
+    click.echo(f"{'ID':<29} {'PREFIX':<12} {'ENV':<6} {'ROLE':<7} {'STATUS':<8} {'EXPIRES':<21} MODELS")
     for k in found:
-        models = ",".join(k.allowed_models) if k.allowed_models is not None else "*"
-        expires = when(k.expires_at)
-        line = f"{k.id:<29} {k.prefix:<12} {k.tenant:<16} {k.role:<7} {k.status():<8} {expires:<21} {models}"
-        click.echo(line)
+        models = ",".join(k["allowed_models"]) if k["allowed_models"] is not None else "*"
+        click.echo(
+            f"{k['id']:<29} {k['prefix']:<12} {k['environment'] or '-':<6} {k['role']:<7} {k['status']:<8} "
+            f"{when(k['expires_at']):<21} {models}"
+        )
 
 
 @keys.command("revoke")
 @click.argument("key")
-@data_dir_option
-@token_option
-@control_errors
-def revoke(key: str, data_dir: str | None, token: str | None) -> None:
+@tenant_option
+@connected
+def revoke(key: str, tenant: str, client: Client) -> None:
     """Revoke a key by id or prefix; every gateway worker refuses it within a second."""
-    instance = open_instance(data_dir)
-    try:
-        info = instance.keys.revoke(key, actor=actor_for(instance, token))
-    except UnknownKey:
-        raise click.ClickException(f"no key with id or prefix {key!r}") from None
-    click.echo(f"revoked {info.id} ({info.prefix}) at {when(info.revoked_at)}")
+    info = client.delete(tenant_path(tenant, "keys", key))
+    click.echo(f"revoked {info['id']} ({info['prefix']}) at {when(info['revoked_at'])}")

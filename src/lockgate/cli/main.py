@@ -1,47 +1,75 @@
-"""Entry point of the ``lockgate`` command."""
+"""Entry point of the ``lockgate`` command.
+
+Commands are imported only when run, so ``lockgate --help`` and every command that only talks to the
+server start in a fraction of a second; only ``serve`` and ``migrate`` load the server.
+"""
 
 from __future__ import annotations
+
+import importlib
+from typing import Any
 
 import click
 
 from lockgate import __version__
-from lockgate.cli.audit import audit
-from lockgate.cli.config import config
-from lockgate.cli.datasets import datasets
-from lockgate.cli.evals import eval_group
-from lockgate.cli.evidence import evidence
-from lockgate.cli.gates import gates
-from lockgate.cli.keys import keys
-from lockgate.cli.models import models
-from lockgate.cli.prompts import prompts
-from lockgate.cli.releases import pointers, promote, releases, rollback
-from lockgate.cli.serve import serve
-from lockgate.cli.tenants import tenants
-from lockgate.cli.users import users
+
+# name -> (module:attribute, one-line help shown by `lockgate --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("lockgate.cli.server:serve", "Run the server: gateway, control API and eval worker."),
+    "migrate": ("lockgate.cli.server:migrate", "Create or upgrade the store's schema (server side)."),
+    "login": (
+        "lockgate.cli.session:login",
+        "Save a server and token (or redeem an invitation) as a profile.",
+    ),
+    "logout": ("lockgate.cli.session:logout", "Forget a saved profile."),
+    "whoami": ("lockgate.cli.session:whoami", "Who the token belongs to, and their roles."),
+    "tokens": ("lockgate.cli.tokens:tokens", "Your control tokens: list, create, rotate, revoke."),
+    "users": ("lockgate.cli.users:users", "Invite users and manage their roles."),
+    "tenants": ("lockgate.cli.tenants:tenants", "Manage tenants."),
+    "keys": ("lockgate.cli.keys:keys", "Manage API keys."),
+    "config": ("lockgate.cli.config:config", "Check a lockgate.yaml without starting anything."),
+    "models": ("lockgate.cli.models:models", "The model registry: cards, versions, aliases, status."),
+    "prompts": ("lockgate.cli.prompts:prompts", "Versioned prompt templates: lint, push, show, diff."),
+    "releases": ("lockgate.cli.releases:releases", "Create, inspect, point and approve releases."),
+    "promote": ("lockgate.cli.releases:promote", "Promote a route one step through its gate."),
+    "rollback": ("lockgate.cli.releases:rollback", "Return an environment to a release it served before."),
+    "pointers": ("lockgate.cli.releases:pointers", "Which release each route serves per environment."),
+    "datasets": ("lockgate.cli.datasets:datasets", "Golden datasets the evals run on."),
+    "eval": ("lockgate.cli.evals:eval_group", "Run evals on the server; ask a route's gate."),
+    "gates": ("lockgate.cli.gates:gates", "Promotion gates and their Rego policies."),
+    "evidence": ("lockgate.cli.evidence:evidence", "Signed evidence: list, show, verify, export."),
+    "audit": ("lockgate.cli.audit:audit", "Verify and read the audit log."),
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, _, attribute = target[0].partition(":")
+        command: Any = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # The one-line help comes from the table, so listing commands imports none of them.
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, summary) for name, (_, summary) in COMMANDS.items()])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lockgate")
 def cli() -> None:
-    """lockgate: the internal LLM platform."""
+    """lockgate: the internal LLM platform.
 
-
-cli.add_command(serve)
-cli.add_command(keys)
-cli.add_command(tenants)
-cli.add_command(config)
-cli.add_command(users)
-cli.add_command(models)
-cli.add_command(prompts)
-cli.add_command(releases)
-cli.add_command(promote)
-cli.add_command(rollback)
-cli.add_command(pointers)
-cli.add_command(audit)
-cli.add_command(datasets)
-cli.add_command(eval_group)
-cli.add_command(gates)
-cli.add_command(evidence)
+    Every command but `serve`, `migrate` and the local checks (`config check`, `prompts lint`, `gates
+    test`, `evidence verify --bundle`) is a client of a lockgate server: it needs LOCKGATE_URL and a
+    control token (LOCKGATE_TOKEN), or a profile saved by `lockgate login`.
+    """
 
 
 def main() -> None:

@@ -1,76 +1,69 @@
-"""``lockgate users``: people, their roles per tenant, and their control tokens."""
+"""``lockgate users``: invite people, set their roles, list them."""
 
 from __future__ import annotations
 
 import click
 
-from lockgate.cli.common import data_dir_option, emit_json
-from lockgate.cli.identity import actor_for, control_errors, token_option
-from lockgate.instance import open_instance
-from lockgate.security.rbac import Role
+from lockgate.cli.client import Client
+from lockgate.cli.options import connected, emit_json, json_option, seconds, tenant_option, tenant_path
 
-
-def _grants(pairs: tuple[str, ...]) -> dict[str, list[Role]]:
-    grants: dict[str, list[Role]] = {}
-    for pair in pairs:
-        tenant, _, role = pair.rpartition(":")
-        try:
-            grants.setdefault(tenant or "default", []).append(Role(role))
-        except ValueError:
-            raise click.BadParameter(
-                f"unknown role {role!r}; roles: {', '.join(r.value for r in Role)}"
-            ) from None
-    return grants
+ROLES = ("viewer", "editor", "approver", "deployer", "admin")
 
 
 @click.group()
 def users() -> None:
-    """Manage users and roles (admin only)."""
+    """Invite users and manage their roles (tenant admins)."""
 
 
-@users.command("create")
+@users.command("invite")
 @click.argument("name")
-@click.option("--role", "roles", multiple=True, help="[TENANT:]ROLE, repeatable, e.g. default:editor.")
-@data_dir_option
-@token_option
-@control_errors
-def create(name: str, roles: tuple[str, ...], data_dir: str | None, token: str | None) -> None:
-    """Create a user and print a control token for them (shown once)."""
-    instance = open_instance(data_dir)
-    actor = actor_for(instance, token)
-    user = instance.users.create(actor, name, _grants(roles))
-    issued = instance.users.issue_token(actor, name)
-    click.echo(f"user:  {user.name} {user.roles}")
-    click.echo(f"token: {issued.secret}")
+@click.option("--role", "roles", multiple=True, required=True, type=click.Choice(ROLES), help="Repeatable.")
+@tenant_option
+@click.option("--expires-in", default=None, help="How long the code works (default 72h).")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the invitation code.")
+@connected
+def invite(
+    name: str, roles: tuple[str, ...], tenant: str, expires_in: str | None, quiet: bool, client: Client
+) -> None:
+    """Create user NAME with roles in the tenant and print their one-time invitation code.
+
+    Give the code to NAME only; they run `lockgate login --url URL --invite CODE` and receive their own
+    control token, which you never see.
+    """
+    body = {
+        "name": name,
+        "roles": list(roles),
+        "expires_in_hours": seconds(expires_in) / 3600 if expires_in else None,
+    }
+    invitation = client.post(tenant_path(tenant, "invitations"), body)
+    if quiet:
+        click.echo(invitation["code"])
+        return
+    click.echo(f"invited {name} to {tenant} as {', '.join(invitation['roles'])}")
+    click.echo(f"invitation code (works once, until {invitation['expires_at']}): {invitation['code']}")
+    click.echo(f"{name} runs: lockgate login --url {client.url} --invite <code>", err=True)
 
 
 @users.command("grant")
 @click.argument("name")
-@click.argument("tenant")
-@click.argument("roles", nargs=-1)
-@data_dir_option
-@token_option
-@control_errors
-def grant(name: str, tenant: str, roles: tuple[str, ...], data_dir: str | None, token: str | None) -> None:
-    """Set NAME's roles in TENANT (replaces the roles held there)."""
-    instance = open_instance(data_dir)
-    user = instance.users.grant(actor_for(instance, token), name, tenant, [Role(r) for r in roles])
-    click.echo(f"{user.name}: {user.roles}")
-
-
-@users.command("token")
-@click.argument("name")
-@data_dir_option
-@token_option
-@control_errors
-def new_token(name: str, data_dir: str | None, token: str | None) -> None:
-    """Issue another control token for NAME (yourself, or anyone if you are an admin)."""
-    instance = open_instance(data_dir)
-    click.echo(instance.users.issue_token(actor_for(instance, token), name).secret)
+@click.argument("roles", nargs=-1, type=click.Choice(ROLES))
+@tenant_option
+@connected
+def grant(name: str, roles: tuple[str, ...], tenant: str, client: Client) -> None:
+    """Set NAME's roles in the tenant (replaces what they held there; none cuts them off)."""
+    user = client.put(tenant_path(tenant, "users", name, "roles"), {"roles": list(roles)})
+    click.echo(f"{user['name']}: {user['roles']}")
 
 
 @users.command("list")
-@data_dir_option
-def list_users(data_dir: str | None) -> None:
-    """List users and their roles."""
-    emit_json([{"name": u.name, "roles": u.roles} for u in open_instance(data_dir).users.all()])
+@json_option
+@connected
+def list_users(as_json: bool, client: Client) -> None:
+    """Every user and their roles (platform admins)."""
+    found = client.get("/users")
+    if as_json:
+        emit_json(found)
+        return
+    for user in found:
+        roles = "; ".join(f"{t}: {', '.join(r)}" for t, r in sorted(user["roles"].items())) or "-"
+        click.echo(f"{user['name']:<24} {roles}")

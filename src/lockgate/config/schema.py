@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from lockgate.config.values import EnvSecret
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -50,6 +52,20 @@ class RoutingConfig(Strict):
 
 class ServerConfig(Strict):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    metrics_token: EnvSecret | None = Field(
+        default=None,
+        description="Bearer token a scraper sends for /metrics and /readyz details (a ${ENV_VAR}).",
+    )
+
+
+class ControlConfig(Strict):
+    gates_required: bool = Field(
+        default=True, description="Stage and prod refuse releases of routes that no gate guards there."
+    )
+    opa_urls: list[str] = Field(
+        default_factory=list, description="OPA servers a gate may name as opa_url; any other is refused."
+    )
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0, description="Control API request limit.")
 
 
 class RequestLogConfig(Strict):
@@ -69,6 +85,7 @@ class GatewayConfig(Strict):
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     request_log: RequestLogConfig = Field(default_factory=RequestLogConfig)
+    control: ControlConfig = Field(default_factory=ControlConfig)
 
     @field_validator("providers")
     @classmethod

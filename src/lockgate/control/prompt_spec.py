@@ -17,7 +17,7 @@ from jinja2 import StrictUndefined, TemplateError, meta
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from lockgate.control.errors import Invalid
+from lockgate.service_errors import Invalid
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 VERSION_PATTERN = r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$"

@@ -20,7 +20,6 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Row, select
 from sqlalchemy.exc import IntegrityError
 
-from lockgate.control.errors import Conflict, Invalid, NotFound
 from lockgate.control.prompt_spec import (
     Message,
     PromptSettings,
@@ -31,10 +30,12 @@ from lockgate.control.prompt_spec import (
     template_variables,
 )
 from lockgate.control.semver import Bump, changes, declared_bump, parse_version
-from lockgate.control.tenancy import require_tenant_id
 from lockgate.security.audit import AuditEvent, AuditLog
-from lockgate.security.rbac import Actor, Role
+from lockgate.security.permissions import Authorizer
+from lockgate.security.rbac import Actor
+from lockgate.service_errors import Conflict, Invalid, NotFound
 from lockgate.store.tables import prompts
+from lockgate.store.tenancy import require_tenant_id
 
 __all__ = [
     "Message",
@@ -81,15 +82,14 @@ class PromptVersion:
 
 
 class PromptCatalog:
-    """Reads need the viewer role when an ``actor`` is given (the REST API always gives one)."""
-
-    def __init__(self, engine: Engine, audit: AuditLog) -> None:
+    def __init__(self, engine: Engine, audit: AuditLog, authz: Authorizer) -> None:
         self._engine = engine
         self._audit = audit
+        self._authz = authz
 
     def push(self, actor: Actor, tenant: str, spec: PromptSpec) -> PromptVersion:
         resource = _resource(tenant, spec.name, spec.version)
-        self._audit.authorize(self._engine, actor, tenant, Role.EDITOR, AuditEvent("prompt.push", resource))
+        self._authz.require(actor, "prompts.push", tenant, resource)
         problems = lint(spec)
         if problems:
             raise Invalid(f"prompt {spec.name}@{spec.version} does not pass lint: " + "; ".join(problems))
@@ -132,11 +132,13 @@ class PromptCatalog:
             raise Conflict(f"prompt {spec.name}@{spec.version} was pushed concurrently; try again") from None
         return PromptVersion(tenant, spec, digest, actor.name, now)
 
-    def get(
-        self, tenant: str, name: str, version: str | None = None, *, actor: Actor | None = None
-    ) -> PromptVersion:
+    def get(self, actor: Actor, tenant: str, name: str, version: str | None = None) -> PromptVersion:
         """One version, or the highest one when ``version`` is None."""
-        self._may_read(actor, tenant, name)
+        self._authz.require(actor, "prompts.get", tenant)
+        return self.find(tenant, name, version)
+
+    def find(self, tenant: str, name: str, version: str | None = None) -> PromptVersion:
+        """``get`` for a caller already authorised (release creation)."""
         with self._engine.connect() as connection:
             stored = _index(connection, require_tenant_id(connection, tenant), name)
             wanted = version if version is not None else _latest(stored)
@@ -145,18 +147,18 @@ class PromptCatalog:
                 raise NotFound(f"no prompt {label} in tenant {tenant!r}")
             return _version(tenant, _row(connection, stored[wanted]))
 
-    def versions(self, tenant: str, name: str, *, actor: Actor | None = None) -> list[PromptVersion]:
+    def versions(self, actor: Actor, tenant: str, name: str) -> list[PromptVersion]:
         """Every stored version of ``name``, lowest first."""
-        self._may_read(actor, tenant, name)
+        self._authz.require(actor, "prompts.versions", tenant)
         with self._engine.connect() as connection:
             stored = _index(connection, require_tenant_id(connection, tenant), name)
             if not stored:
                 raise NotFound(f"no prompt {name} in tenant {tenant!r}")
             return [_version(tenant, _row(connection, stored[v])) for v in sorted(stored, key=parse_version)]
 
-    def list(self, tenant: str, *, actor: Actor | None = None) -> list[PromptVersion]:
+    def list(self, actor: Actor, tenant: str) -> list[PromptVersion]:
         """The latest version of every prompt in the tenant, by name."""
-        self._may_read(actor, tenant, "*")
+        self._authz.require(actor, "prompts.list", tenant)
         with self._engine.connect() as connection:
             tenant_id = require_tenant_id(connection, tenant)
             query = select(prompts.c.name, prompts.c.version, prompts.c.id).where(
@@ -170,15 +172,9 @@ class PromptCatalog:
                 for _, ids in sorted(by_name.items())
             ]
 
-    def diff(self, tenant: str, name: str, a: str, b: str, *, actor: Actor | None = None) -> str:
-        old = self.get(tenant, name, a, actor=actor)
-        new = self.get(tenant, name, b, actor=actor)
-        return diff_specs(old.spec, new.spec)
-
-    def _may_read(self, actor: Actor | None, tenant: str, name: str) -> None:
-        if actor is not None:
-            event = AuditEvent("prompt.read", f"prompt:{tenant}/{name}")
-            self._audit.authorize(self._engine, actor, tenant, Role.VIEWER, event)
+    def diff(self, actor: Actor, tenant: str, name: str, a: str, b: str) -> str:
+        self._authz.require(actor, "prompts.diff", tenant)
+        return diff_specs(self.find(tenant, name, a).spec, self.find(tenant, name, b).spec)
 
 
 def diff_specs(old: PromptSpec, new: PromptSpec) -> str:

@@ -30,12 +30,14 @@ from pydantic import (
 from sqlalchemy import Connection, Engine, Row, select, update
 from sqlalchemy.exc import IntegrityError
 
-from lockgate.control.errors import Conflict, Invalid, NotFound
-from lockgate.control.tenancy import require_tenant_id
 from lockgate.digests import file_sha256
 from lockgate.security.audit import AuditEvent, AuditLog
-from lockgate.security.rbac import Actor, Role
-from lockgate.store.tables import model_aliases, registry_models
+from lockgate.security.permissions import Authorizer
+from lockgate.security.rbac import Actor
+from lockgate.security.tenants import ServedModels, check_served
+from lockgate.service_errors import Conflict, Invalid, NotFound
+from lockgate.store.tables import model_aliases, registry_models, tenants
+from lockgate.store.tenancy import require_tenant_id
 
 ALIAS = re.compile(r"^[a-z][a-z0-9_-]*$")
 Sha256 = Annotated[str, StringConstraints(to_lower=True, pattern=r"^[0-9a-fA-F]{64}$")]
@@ -166,14 +168,19 @@ class RegisteredModel:
 
 
 class ModelRegistry:
-    def __init__(self, engine: Engine, audit: AuditLog) -> None:
+    def __init__(self, engine: Engine, audit: AuditLog, authz: Authorizer, served: ServedModels) -> None:
         self._engine = engine
         self._audit = audit
+        self._authz = authz
+        self._served = served
 
     def register(self, actor: Actor, tenant: str, card: ModelCard) -> RegisteredModel:
+        """Register a version; its gateway model must be served here and allowed for the tenant."""
         summary = {"status": ModelStatus.ACTIVE.value} | card.model_dump(mode="json", include=SUMMARY)
         event = AuditEvent("model.register", _resource(tenant, card.name, card.version), after=summary)
-        self._audit.authorize(self._engine, actor, tenant, Role.EDITOR, event)
+        self._authz.require(actor, "models.register", tenant, event.resource)
+        check_served(self._served, [card.gateway_model], "gateway_model")
+        self.check_tenant_allows(tenant, [card.gateway_model], "gateway_model")
         _verify_artifact(card)
         try:
             with self._engine.begin() as connection:
@@ -196,13 +203,33 @@ class ModelRegistry:
         except IntegrityError:
             # Two registrations raced past the check above; the unique index let one through.
             raise Conflict(f"model {card.name}:{card.version} already exists in tenant {tenant!r}") from None
-        return self.get(tenant, card.name, card.version)
+        return self._get(tenant, card.name, card.version)
 
-    def get(self, tenant: str, name: str, version: str) -> RegisteredModel:
+    def get(self, actor: Actor, tenant: str, name: str, version: str) -> RegisteredModel:
+        self._authz.require(actor, "models.get", tenant)
+        return self._get(tenant, name, version)
+
+    def resolve(self, actor: Actor, tenant: str, reference: str) -> RegisteredModel:
+        self._authz.require(actor, "models.resolve", tenant)
+        return self._resolve(tenant, reference)
+
+    def check_tenant_allows(self, tenant: str, models: list[str], what: str) -> None:
+        """Refuse models outside ``tenant``'s allow-list (no list: every served model is allowed)."""
+        with self._engine.connect() as connection:
+            allowed = connection.execute(
+                select(tenants.c.allowed_models).where(tenants.c.name == tenant)
+            ).scalar()
+        if allowed is None:
+            return
+        outside = sorted(set(models) - set(allowed))
+        if outside:
+            raise Invalid(f"{what}: tenant {tenant!r} may not use {', '.join(outside)}")
+
+    def _get(self, tenant: str, name: str, version: str) -> RegisteredModel:
         with self._engine.connect() as connection:
             return _model(connection, tenant, _row(connection, tenant, name, version))
 
-    def resolve(self, tenant: str, reference: str) -> RegisteredModel:
+    def _resolve(self, tenant: str, reference: str) -> RegisteredModel:
         """``name@alias``, ``name:version``, or ``name`` for its most recently registered active version."""
         if "@" in reference:
             name, alias = reference.split("@", 1)
@@ -214,18 +241,17 @@ class ModelRegistry:
                 version = connection.execute(query).scalar()
             if version is None:
                 raise NotFound(f"no alias {reference} in tenant {tenant!r}")
-            return self.get(tenant, name, str(version))
+            return self._get(tenant, name, str(version))
         if ":" in reference:
             name, version = reference.split(":", 1)
-            return self.get(tenant, name, version)
-        active = [m for m in self.list(tenant, reference) if m.status is ModelStatus.ACTIVE]
+            return self._get(tenant, name, version)
+        active = [m for m in self._list(tenant, reference) if m.status is ModelStatus.ACTIVE]
         if not active:
             hint = f"name a version as {reference}:VERSION"
             raise NotFound(f"model {reference} has no active version in tenant {tenant!r}; {hint}")
         return active[-1]
 
-    def list(self, tenant: str, name: str | None = None) -> list[RegisteredModel]:
-        """Models by name, each name's versions oldest first."""
+    def _list(self, tenant: str, name: str | None = None) -> list[RegisteredModel]:
         t = registry_models.c
         with self._engine.connect() as connection:
             query = select(registry_models).where(t.tenant_id == require_tenant_id(connection, tenant))
@@ -236,7 +262,7 @@ class ModelRegistry:
 
     def set_alias(self, actor: Actor, tenant: str, name: str, alias: str, version: str) -> RegisteredModel:
         event = AuditEvent("model.alias", _resource(tenant, name, version), after={"alias": alias})
-        self._audit.authorize(self._engine, actor, tenant, Role.EDITOR, event)
+        self._authz.require(actor, "models.alias", tenant, event.resource)
         if not ALIAS.match(alias):
             raise Invalid(f"alias {alias!r} must start with a letter: lower-case letters, digits, '_', '-'")
         a = model_aliases.c
@@ -262,15 +288,15 @@ class ModelRegistry:
         except IntegrityError:
             # Two first-time settings of the same alias raced; the primary key let one through.
             raise Conflict(f"alias {name}@{alias} was set concurrently; try again") from None
-        return self.get(tenant, name, version)
+        return self._get(tenant, name, version)
 
     def set_status(
         self, actor: Actor, tenant: str, name: str, version: str, status: ModelStatus
     ) -> RegisteredModel:
         """Deprecate or reactivate (editor), or retire for good (admin)."""
-        needed = Role.ADMIN if status is ModelStatus.RETIRED else Role.EDITOR
+        operation = "models.retire" if status is ModelStatus.RETIRED else "models.set_status"
         event = AuditEvent("model.status", _resource(tenant, name, version), after={"status": status.value})
-        self._audit.authorize(self._engine, actor, tenant, needed, event)
+        self._authz.require(actor, operation, tenant, event.resource)
         with self._engine.begin() as connection:
             row = _row(connection, tenant, name, version, lock=True)
             current = ModelStatus(row.status)
@@ -283,14 +309,19 @@ class ModelRegistry:
             )
             changed = AuditEvent(event.action, event.resource, {"status": current.value}, event.after)
             self._audit.append(connection, actor, changed)
-        return self.get(tenant, name, version)
+        return self._get(tenant, name, version)
 
     def ensure_usable(self, tenant: str, reference: str) -> RegisteredModel:
-        """The model a release may use; deprecated models pass, so callers should warn on ``status``."""
-        model = self.resolve(tenant, reference)
+        """The model a release may use (for a caller already authorised); deprecated models pass."""
+        model = self._resolve(tenant, reference)
         if model.status is ModelStatus.RETIRED:
             raise Invalid(f"model {model.reference} is retired and cannot enter a new release")
         return model
+
+    def list(self, actor: Actor, tenant: str, name: str | None = None) -> list[RegisteredModel]:
+        """Models by name, each name's versions oldest first."""
+        self._authz.require(actor, "models.list", tenant)
+        return self._list(tenant, name)
 
 
 def _verify_artifact(card: ModelCard) -> None:

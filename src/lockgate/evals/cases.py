@@ -49,6 +49,8 @@ class Outcome:
     input_tokens: int = 0
     output_tokens: int = 0
     error: str | None = None
+    deployment: str | None = None
+    """The gateway deployment that answered, when one did."""
 
 
 @dataclass(frozen=True, slots=True)

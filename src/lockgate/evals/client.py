@@ -3,8 +3,9 @@
 The eval runner does not reimplement rendering, parameters, fallbacks or the output contract: it builds
 the same ``Call`` the HTTP layer builds, pins the release under test (so a release can be evaluated
 before any environment points at it) and hands it to the gateway's composed handler. Requests are
-recorded in the request log like any other, under the tenant of the release, with key id ``eval``.
-The judge and gateway-served embeddings use the same path with a plain model name.
+recorded in the request log like any other, under the tenant of the release, with key id ``eval``, and
+within the tenant's model allow-list. The judge and gateway-served embeddings use the same path with a
+plain model name. The client remembers every deployment that answered a case: the run's fingerprint.
 """
 
 from __future__ import annotations
@@ -23,24 +24,31 @@ from lockgate.gateway.routebook import ServingRelease
 from lockgate.gateway.runtime import Gateway
 from lockgate.gateway.stages.account import estimate_tokens, prompt_text
 from lockgate.gateway.stages.release import PREFIX, OutputContractViolation
-from lockgate.gateway.wire import ChatCompletionRequest, EmbeddingRequest, validate
-from lockgate.security.keyring import Principal
+from lockgate.security.keyring import principal_for
+from lockgate.wire import ChatCompletionRequest, EmbeddingRequest, validate
 
 TRANSIENT = frozenset({408, 429, 500, 502, 503, 504})
 
 
 class PipelineClient:
-    def __init__(self, gateway: Gateway, tenant_id: str, tenant: str) -> None:
+    def __init__(
+        self, gateway: Gateway, tenant_id: str, tenant: str, allowed_models: frozenset[str] | None = None
+    ) -> None:
         self._gateway = gateway
-        self._principal = Principal(
+        self._principal = principal_for(
             key_id="eval",
             key_prefix="eval",
             tenant_id=tenant_id,
             tenant=tenant,
             role="member",
-            allowed_models=None,
-            expires_at=None,
+            key_list=None,
+            tenant_list=sorted(allowed_models) if allowed_models is not None else None,
         )
+        self.answered: dict[str, dict[str, Any]] = {}
+        """Deployment name -> its description, for every deployment that answered a case."""
+
+    def deployments(self) -> list[dict[str, Any]]:
+        return [self.answered[name] for name in sorted(self.answered)]
 
     async def run_case(self, release: ServingRelease, case: Case) -> Outcome:
         """One case through the release; gateway errors become a failed ``Outcome`` (raised if transient)."""
@@ -64,8 +72,12 @@ class PipelineClient:
         reply_body = reply.body or {}
         text = _answer(reply_body)
         input_tokens, output_tokens = _usage(reply_body, call, text)
-        cost = call.deployment.cost(input_tokens, output_tokens) if call.deployment is not None else 0.0
-        return Outcome(text, latency_ms, cost, input_tokens, output_tokens)
+        deployment = call.deployment
+        if deployment is None:
+            return Outcome(text, latency_ms, 0.0, input_tokens, output_tokens)
+        self.answered.setdefault(deployment.name, deployment.describe())
+        cost = deployment.cost(input_tokens, output_tokens)
+        return Outcome(text, latency_ms, cost, input_tokens, output_tokens, deployment=deployment.name)
 
     async def complete(
         self, model: str, messages: Sequence[dict[str, Any]], extra_body: dict[str, Any]
@@ -101,9 +113,15 @@ class PipelineClient:
     def _failed(self, call: Call, started: float, error: GatewayError, text: str) -> Outcome:
         latency_ms = (time.perf_counter() - started) * 1000.0
         cost = 0.0
-        if call.deployment is not None and text:
-            cost = call.deployment.cost(estimate_tokens(prompt_text(call)), estimate_tokens(text))
-        return Outcome(text, latency_ms, cost, error=f"{error.code or type(error).__name__}: {error.message}")
+        deployment = call.deployment
+        if deployment is not None:
+            self.answered.setdefault(deployment.name, deployment.describe())
+            if text:
+                cost = deployment.cost(estimate_tokens(prompt_text(call)), estimate_tokens(text))
+        detail = f"{error.code or type(error).__name__}: {error.message}"
+        return Outcome(
+            text, latency_ms, cost, error=detail, deployment=deployment.name if deployment else None
+        )
 
 
 def _answer(body: dict[str, Any]) -> str:

@@ -18,29 +18,27 @@ requests where the gateway is configured to store content.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Engine, func, select
 
-from lockgate.control.errors import Invalid, NotFound
-from lockgate.control.tenancy import require_tenant_id
-from lockgate.evals.builtin import builtin_dataset_path
 from lockgate.evals.cases import Case
+from lockgate.evals.dataset_files import read_dataset_file
 from lockgate.evals.scorers import validate_scorer_specs
 from lockgate.security.audit import AuditEvent, AuditLog
-from lockgate.security.rbac import Actor, Role
+from lockgate.security.permissions import Authorizer
+from lockgate.security.rbac import Actor
+from lockgate.service_errors import Invalid, NotFound
 from lockgate.store.tables import datasets, request_content, request_log, tenants
+from lockgate.store.tenancy import require_tenant_id
 
 DATASET_NAME = r"^[a-z0-9][a-z0-9_.-]*$"
 MAX_CASES = 100_000
@@ -91,31 +89,13 @@ def case_dicts(cases: Sequence[Case]) -> list[dict[str, Any]]:
     return [case.model_dump(mode="json", by_alias=True, exclude_defaults=True) for case in cases]
 
 
-# --- reading files ---------------------------------------------------------------------------------
+# --- validating what was read ---------------------------------------------------------------------
 
 
 def load_file(path: str | Path) -> tuple[DatasetSpec, list[Case]]:
-    """Read a dataset YAML file and its cases; every problem names the file, line and field."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise Invalid(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    except OSError as exc:
-        raise Invalid(f"{path}: cannot read: {exc.strerror}") from None
-    if not isinstance(raw, dict):
-        raise Invalid(f"{path}: a dataset file is a mapping with name, cases and scorers")
-    source = raw.pop("cases", None)
-    if not isinstance(source, str):
-        raise Invalid(f"{path}: cases: give the JSONL or CSV file holding the cases (or builtin:safety)")
-    spec = parse_spec(raw, where=str(path))
-    if source.startswith("builtin:"):
-        cases_path = builtin_dataset_path(source.removeprefix("builtin:"))
-    else:
-        cases_path = (path.parent / source).resolve()
-    return spec, read_cases(cases_path)
+    """Read and validate a dataset file; every problem names the file, line and field."""
+    found = read_dataset_file(path)
+    return parse_spec(found.spec, where=str(found.path)), parse_cases(found.cases, found.where)
 
 
 def parse_spec(raw: dict[str, Any], where: str) -> DatasetSpec:
@@ -129,88 +109,26 @@ def parse_spec(raw: dict[str, Any], where: str) -> DatasetSpec:
         raise Invalid(f"{where}: {_first_problem(exc)}") from None
 
 
-def read_cases(path: Path) -> list[Case]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise Invalid(f"{path}: cannot read: {exc.strerror}") from None
-    if path.suffix.lower() == ".csv":
-        rows = [(line, row) for line, row in _csv_rows(text)]
-    else:
-        rows = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((number, orjson.loads(line)))
-            except orjson.JSONDecodeError as exc:
-                raise Invalid(f"{path}:{number}: not valid JSON: {exc}") from None
-    return _validated(path, rows)
-
-
-def _validated(path: Path, rows: Sequence[tuple[int, Any]]) -> list[Case]:
+def parse_cases(rows: Sequence[Any], where: Callable[[int], str] = lambda i: f"cases[{i}]") -> list[Case]:
+    """Validate case mappings; a problem is reported at ``where(index)`` (a file line, or cases[i])."""
     cases: list[Case] = []
     seen: dict[str, int] = {}
-    for number, row in rows:
+    if not rows:
+        raise Invalid("cases: a dataset needs at least one case")
+    if len(rows) > MAX_CASES:
+        raise Invalid(f"cases: {len(rows)} cases; at most {MAX_CASES}")
+    for index, row in enumerate(rows):
         if not isinstance(row, dict):
-            raise Invalid(f"{path}:{number}: a case is a JSON object")
+            raise Invalid(f"{where(index)}: a case is a JSON object")
         try:
             case = Case.model_validate(row)
         except ValidationError as exc:
-            raise Invalid(f"{path}:{number}: {_first_problem(exc)}") from None
+            raise Invalid(f"{where(index)}: {_first_problem(exc)}") from None
         if case.id in seen:
-            raise Invalid(f"{path}:{number}: id: {case.id!r} is already used on line {seen[case.id]}")
-        seen[case.id] = number
+            raise Invalid(f"{where(index)}: id: {case.id!r} is already used by {where(seen[case.id])}")
+        seen[case.id] = index
         cases.append(case)
-    if not cases:
-        raise Invalid(f"{path}: no cases")
-    if len(cases) > MAX_CASES:
-        raise Invalid(f"{path}: {len(cases)} cases; at most {MAX_CASES}")
     return cases
-
-
-def _csv_rows(text: str) -> list[tuple[int, dict[str, Any]]]:
-    """CSV import: id, expected, facts, context, tags, schema columns; ``label.X`` columns become labels;
-    every other column is a prompt variable. List columns (facts, tags) are ``;``-separated or JSON."""
-    reader = csv.DictReader(io.StringIO(text))
-    rows: list[tuple[int, dict[str, Any]]] = []
-    for row in reader:
-        case: dict[str, Any] = {"variables": {}, "labels": {}}
-        for column, value in row.items():
-            if column is None or value is None or value == "":
-                continue
-            if column in ("id", "expected", "context"):
-                case[column] = value
-            elif column in ("facts", "tags"):
-                case[column] = _list_cell(value)
-            elif column == "schema":
-                case[column] = _json_cell(value)
-            elif column.startswith("label."):
-                case["labels"][column.removeprefix("label.")] = _scalar_cell(value)
-            else:
-                case["variables"][column] = value
-        rows.append((reader.line_num, case))
-    return rows
-
-
-def _list_cell(value: str) -> Any:
-    if value.lstrip().startswith("["):
-        return _json_cell(value)
-    return [part.strip() for part in value.split(";") if part.strip()]
-
-
-def _json_cell(value: str) -> Any:
-    try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return value  # left to validation, which names the field
-
-
-def _scalar_cell(value: str) -> Any:
-    lowered = value.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    return value
 
 
 def _first_problem(exc: ValidationError) -> str:
@@ -223,14 +141,14 @@ def _first_problem(exc: ValidationError) -> str:
 
 
 class DatasetService:
-    def __init__(self, engine: Engine, audit: AuditLog) -> None:
+    def __init__(self, engine: Engine, audit: AuditLog, authz: Authorizer) -> None:
         self._engine = engine
         self._audit = audit
+        self._authz = authz
 
     def push(self, actor: Actor, tenant: str, spec: DatasetSpec, cases: Sequence[Case]) -> StoredDataset:
         """Store a version; the same content again returns the version that already holds it."""
-        event = AuditEvent("dataset.push", f"dataset:{tenant}/{spec.name}")
-        self._audit.authorize(self._engine, actor, tenant, Role.EDITOR, event)
+        self._authz.require(actor, "datasets.push", tenant, f"dataset:{tenant}/{spec.name}")
         spec_json = spec.model_dump(mode="json", exclude={"name"})
         rows = case_dicts(cases)
         digest = content_sha256(spec_json, rows)
@@ -272,9 +190,14 @@ class DatasetService:
                     after={"sha256": digest, "cases": len(rows)},
                 ),
             )
-        return self.get(tenant, spec.name, version)
+        return self.find(tenant, spec.name, version)
 
-    def get(self, tenant: str, name: str, version: int | None = None) -> StoredDataset:
+    def get(self, actor: Actor, tenant: str, name: str, version: int | None = None) -> StoredDataset:
+        self._authz.require(actor, "datasets.get", tenant)
+        return self.find(tenant, name, version)
+
+    def find(self, tenant: str, name: str, version: int | None = None) -> StoredDataset:
+        """A version (the latest when ``version`` is None), for a caller already authorised."""
         with self._engine.connect() as connection:
             tenant_id = require_tenant_id(connection, tenant)
             query = select(datasets).where(datasets.c.tenant_id == tenant_id, datasets.c.name == name)
@@ -291,7 +214,7 @@ class DatasetService:
         name, _, version = reference.partition("@")
         if version and not version.isdigit():
             raise Invalid(f"dataset reference {reference!r}: the version is a number, e.g. {name}@3")
-        return self.get(tenant, name, int(version) if version else None)
+        return self.find(tenant, name, int(version) if version else None)
 
     def by_id(self, dataset_id: str) -> StoredDataset:
         with self._engine.connect() as connection:
@@ -304,7 +227,8 @@ class DatasetService:
             raise NotFound(f"unknown dataset id {dataset_id!r}")
         return _stored(row, row.tenant_name)
 
-    def list(self, tenant: str) -> list[StoredDataset]:
+    def list(self, actor: Actor, tenant: str) -> list[StoredDataset]:
+        self._authz.require(actor, "datasets.list", tenant)
         with self._engine.connect() as connection:
             tenant_id = require_tenant_id(connection, tenant)
             rows = connection.execute(
@@ -329,6 +253,7 @@ class DatasetService:
         Each captured case keeps the caller's variables and the answer the release gave as ``expected``,
         tagged ``captured`` for a person to review before it gates anything.
         """
+        self._authz.require(actor, "datasets.capture", tenant, f"dataset:{tenant}/{spec.name}")
         with self._engine.connect() as connection:
             tenant_id = require_tenant_id(connection, tenant)
             rows = connection.execute(

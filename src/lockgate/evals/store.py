@@ -3,6 +3,12 @@
 Results are written one by one as cases finish, under a primary key of (run, case, repeat), so an
 interrupted run keeps everything it finished, a resumed run skips exactly those, and no case can be
 recorded twice even if two runners raced on the same run.
+
+Runs are executed by the server. A worker **claims** a queued or abandoned run by taking its lease (an
+atomic conditional update: exactly one worker wins), renews the lease while it works and releases it
+when it stops; a run whose lease expired (its server died) is claimed again and resumes. Only runs the
+server executed (``origin = 'server'``) count for gates; rows from before schema 0004 were executed by
+clients and say ``client``.
 """
 
 from __future__ import annotations
@@ -10,18 +16,21 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from lockgate.control.errors import NotFound
 from lockgate.evals.cases import CaseResult, Outcome, Score
 from lockgate.evals.datasets import StoredDataset
+from lockgate.service_errors import NotFound
 from lockgate.store.tables import eval_reports, eval_results, eval_runs
 
-RunStatus = Literal["running", "interrupted", "complete"]
+RunStatus = Literal["queued", "running", "cancelling", "cancelled", "complete", "failed"]
+ACTIVE = ("queued", "running")
+UNFINISHED = ("queued", "running", "cancelling")
+SERVER = "server"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +46,14 @@ class EvalRun:
     created_by: str
     started_at: datetime
     finished_at: datetime | None
+    origin: str = SERVER
+    fingerprint: str | None = None
+    deployments: list[dict[str, Any]] | None = None
+    error: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status not in UNFINISHED
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +67,7 @@ class StoredReport:
 class EvalStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self.engine = engine
 
     def create_run(
         self,
@@ -66,7 +84,8 @@ class EvalStore:
             "release_id": release_id,
             "dataset_id": dataset.id,
             "repeats": repeats,
-            "status": "running",
+            "status": "queued",
+            "origin": SERVER,
             "settings": settings,
             "summary": None,
             "created_by": created_by,
@@ -85,14 +104,19 @@ class EvalStore:
         return _run(row)
 
     def unfinished(self, release_id: str, dataset_id: str, repeats: int) -> EvalRun | None:
-        """The newest run of this release on this dataset version that did not complete."""
-        return self._newest(release_id, dataset_id, ("running", "interrupted"), repeats)
+        """The newest queued or running run of this release on this dataset version."""
+        return self._newest(release_id, dataset_id, ACTIVE, repeats)
 
     def latest_complete(self, release_id: str, dataset_id: str) -> EvalRun | None:
+        """The newest complete run the server executed; client-side runs never count."""
         return self._newest(release_id, dataset_id, ("complete",), None)
 
-    def runs(self, release_id: str | None = None) -> list[EvalRun]:
-        query = select(eval_runs).order_by(eval_runs.c.started_at.desc())
+    def runs(self, tenant_id: str, release_id: str | None = None) -> list[EvalRun]:
+        query = (
+            select(eval_runs)
+            .where(eval_runs.c.tenant_id == tenant_id)
+            .order_by(eval_runs.c.started_at.desc())
+        )
         if release_id is not None:
             query = query.where(eval_runs.c.release_id == release_id)
         with self._engine.connect() as connection:
@@ -105,12 +129,92 @@ class EvalStore:
             eval_runs.c.release_id == release_id,
             eval_runs.c.dataset_id == dataset_id,
             eval_runs.c.status.in_(statuses),
+            eval_runs.c.origin == SERVER,
         )
         if repeats is not None:
             query = query.where(eval_runs.c.repeats == repeats)
         with self._engine.connect() as connection:
             row = connection.execute(query.order_by(eval_runs.c.started_at.desc()).limit(1)).first()
         return _run(row) if row is not None else None
+
+    def claim(self, owner: str, lease: timedelta) -> EvalRun | None:
+        """Take the lease of the oldest run waiting for a worker (queued, or running with an expired
+        lease); None when there is none. Exactly one of several concurrent claimers wins a run."""
+        now = datetime.now(UTC)
+        free = or_(eval_runs.c.lease_until.is_(None), eval_runs.c.lease_until < now)
+        waiting = (eval_runs.c.status.in_(UNFINISHED), eval_runs.c.origin == SERVER, free)
+        with self._engine.connect() as connection:
+            candidates = (
+                connection.execute(
+                    select(eval_runs.c.id).where(*waiting).order_by(eval_runs.c.started_at).limit(5)
+                )
+                .scalars()
+                .all()
+            )
+        for run_id in candidates:
+            with self._engine.begin() as connection:
+                taken = connection.execute(
+                    update(eval_runs)
+                    .where(eval_runs.c.id == run_id, *waiting)
+                    .values(lease_owner=owner, lease_until=now + lease)
+                )
+            if taken.rowcount == 1:
+                with self._engine.begin() as connection:
+                    connection.execute(
+                        update(eval_runs)
+                        .where(eval_runs.c.id == run_id, eval_runs.c.status == "queued")
+                        .values(status="running")
+                    )
+                return self.get(run_id)
+        return None
+
+    def renew(
+        self, run_id: str, owner: str, lease: timedelta, deployments: list[dict[str, Any]] | None = None
+    ) -> str | None:
+        """Extend ``owner``'s lease; the run's status, or None when the lease was lost to another worker."""
+        values: dict[str, Any] = {"lease_until": datetime.now(UTC) + lease}
+        if deployments is not None:
+            values["deployments"] = deployments
+        with self._engine.begin() as connection:
+            renewed = connection.execute(
+                update(eval_runs)
+                .where(eval_runs.c.id == run_id, eval_runs.c.lease_owner == owner)
+                .values(**values)
+            )
+            if renewed.rowcount != 1:
+                return None
+            return str(
+                connection.execute(select(eval_runs.c.status).where(eval_runs.c.id == run_id)).scalar()
+            )
+
+    def release(self, run_id: str, owner: str) -> None:
+        """Give the lease back so the run resumes at once on the next claim (a graceful stop)."""
+        with self._engine.begin() as connection:
+            connection.execute(
+                update(eval_runs)
+                .where(eval_runs.c.id == run_id, eval_runs.c.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None)
+            )
+
+    def request_cancel(self, run_id: str) -> EvalRun:
+        """Queued runs are cancelled at once; running ones when their worker next looks."""
+        with self._engine.begin() as connection:
+            connection.execute(
+                update(eval_runs)
+                .where(eval_runs.c.id == run_id, eval_runs.c.status == "queued")
+                .values(status="cancelled", finished_at=datetime.now(UTC))
+            )
+            connection.execute(
+                update(eval_runs)
+                .where(eval_runs.c.id == run_id, eval_runs.c.status == "running")
+                .values(status="cancelling")
+            )
+        return self.get(run_id)
+
+    def count_done(self, run_id: str) -> int:
+        with self._engine.connect() as connection:
+            query = select(func.count()).select_from(eval_results).where(eval_results.c.run_id == run_id)
+            return int(connection.execute(query).scalar() or 0)
 
     def done(self, run_id: str) -> set[tuple[str, int]]:
         with self._engine.connect() as connection:
@@ -137,6 +241,7 @@ class EvalStore:
                         output_tokens=outcome.output_tokens,
                         scores=[score.as_dict() for score in result.scores],
                         created_at=datetime.now(UTC),
+                        deployment=outcome.deployment,
                     )
                 )
         except IntegrityError:
@@ -162,6 +267,7 @@ class EvalStore:
                     input_tokens=int(row.input_tokens),
                     output_tokens=int(row.output_tokens),
                     error=row.error,
+                    deployment=row.deployment,
                 ),
                 scores=tuple(_score(s) for s in row.scores),
             )
@@ -169,13 +275,30 @@ class EvalStore:
             if row.case_id in cases
         ]
 
-    def finish(self, run_id: str, status: RunStatus, summary: dict[str, Any] | None) -> None:
+    def finish(
+        self,
+        run_id: str,
+        status: RunStatus,
+        summary: dict[str, Any] | None,
+        *,
+        fingerprint: str | None = None,
+        deployments: list[dict[str, Any]] | None = None,
+        error: str | None = None,
+    ) -> None:
+        values: dict[str, Any] = {
+            "status": status,
+            "summary": summary,
+            "finished_at": datetime.now(UTC),
+            "lease_owner": None,
+            "lease_until": None,
+            "error": error,
+        }
+        if fingerprint is not None:
+            values["fingerprint"] = fingerprint
+        if deployments is not None:
+            values["deployments"] = deployments
         with self._engine.begin() as connection:
-            connection.execute(
-                eval_runs.update()
-                .where(eval_runs.c.id == run_id)
-                .values(status=status, summary=summary, finished_at=datetime.now(UTC))
-            )
+            connection.execute(eval_runs.update().where(eval_runs.c.id == run_id).values(**values))
 
     def save_reports(self, run_id: str, files: Iterable[tuple[str, str, str]]) -> None:
         """(format, content, sha256) per report; replaces what an earlier attempt rendered."""
@@ -222,4 +345,8 @@ def _run(row: Any) -> EvalRun:
         created_by=row.created_by,
         started_at=row.started_at,
         finished_at=row.finished_at,
+        origin=row.origin,
+        fingerprint=row.fingerprint,
+        deployments=row.deployments,
+        error=row.error,
     )

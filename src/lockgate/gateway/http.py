@@ -3,13 +3,18 @@
 Handlers only translate between HTTP and the pipeline: read the body within its size limit, parse it
 once, hand a ``Call`` to the pipeline and write the ``Reply`` back, as JSON or server-sent events. No
 exception reaches the client as a stack trace.
+
+``/healthz`` is open. ``/readyz`` tells anyone whether the worker is ready; its details (the store,
+each deployment's circuit) and ``/metrics`` (tenants, spend) need an operator's credential, checked
+by the ``OpsAccess`` the server passes in.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -29,19 +34,45 @@ from lockgate.errors import (
     ModelNotFound,
     NotFound,
     PayloadTooLarge,
+    Unauthenticated,
 )
 from lockgate.gateway.pipeline import Call, Endpoint, Reply
 from lockgate.gateway.runtime import Gateway
-from lockgate.gateway.wire import ChatCompletionRequest, EmbeddingRequest, decode_object, validate
+from lockgate.wire import ChatCompletionRequest, EmbeddingRequest, decode_object, validate
 
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
 
+OpsAccess = Callable[[str | None], Awaitable[bool]]
+"""Whether an ``Authorization`` header may read operational details (/metrics, /readyz details)."""
 
-def create_app(gateway: Gateway, control_api: ASGIApp | None = None) -> Starlette:
-    """The gateway's routes; with ``control_api``, every other path (``/api/v1``, ``/docs``) goes to it."""
+
+def metrics_token_access(gateway: Gateway) -> OpsAccess:
+    """Only the configured ``server.metrics_token`` (none configured: nobody)."""
+    configured = gateway.config.server.metrics_token
+
+    async def allowed(authorization: str | None) -> bool:
+        if configured is None or authorization is None:
+            return False
+        presented = authorization.removeprefix("Bearer ").strip().encode()
+        return hmac.compare_digest(presented, configured.get_secret_value().encode())
+
+    return allowed
+
+
+def create_app(
+    gateway: Gateway,
+    control_api: ASGIApp | None = None,
+    ops_access: OpsAccess | None = None,
+    lifespan: Callable[[Starlette], Any] | None = None,
+) -> Starlette:
+    """The gateway's routes; with ``control_api``, every other path (``/api/v1``, ``/docs``) goes to it.
+
+    ``lifespan`` replaces the default one (start and stop the gateway) when the server runs more.
+    """
     limit = gateway.config.server.max_body_bytes
+    may_read_ops = ops_access or metrics_token_access(gateway)
 
     async def pipeline(request: Request, endpoint: Endpoint, kind: type[Any]) -> Response:
         request_id = f"req_{uuid.uuid4().hex}"
@@ -55,7 +86,7 @@ def create_app(gateway: Gateway, control_api: ASGIApp | None = None) -> Starlett
                 body=body,
                 request=validate(body, kind),
                 authorization=_credentials(request),
-                environment=request.headers.get("x-lockgate-environment"),
+                environment=request.headers.get("x-lockgate-environment") or None,
             )
             reply = await gateway.handle(call)
         except GatewayError as error:
@@ -91,16 +122,21 @@ def create_app(gateway: Gateway, control_api: ASGIApp | None = None) -> Starlett
     async def healthz(_: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type=JSON)
 
-    async def readyz(_: Request) -> Response:
+    async def readyz(request: Request) -> Response:
         state = await gateway.readiness()
-        body = {
-            "status": "ready" if state.ready else "not ready",
-            "store": state.store,
-            "deployments": state.deployments,
-        }
+        body: dict[str, Any] = {"status": "ready" if state.ready else "not ready"}
+        if await may_read_ops(request.headers.get("authorization")):
+            body |= {"store": state.store, "deployments": state.deployments}
         return Response(orjson.dumps(body), status_code=200 if state.ready else 503, media_type=JSON)
 
-    async def metrics(_: Request) -> Response:
+    async def metrics(request: Request) -> Response:
+        if not await may_read_ops(request.headers.get("authorization")):
+            error = Unauthenticated(
+                "Metrics need the scrape token (server.metrics_token) "
+                "or a platform operator's control token.",
+                code="missing_credentials",
+            )
+            return error_response(error, None)
         return Response(gateway.metrics.render(), media_type=gateway.metrics.content_type)
 
     async def http_error(_: Request, exc: Exception) -> Response:
@@ -112,7 +148,7 @@ def create_app(gateway: Gateway, control_api: ASGIApp | None = None) -> Starlett
         )
 
     @asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+    async def gateway_only(_: Starlette) -> AsyncIterator[None]:
         await gateway.start()
         try:
             yield
@@ -130,7 +166,9 @@ def create_app(gateway: Gateway, control_api: ASGIApp | None = None) -> Starlett
     ]
     if control_api is not None:
         routes.append(Mount("", app=control_api))
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    return Starlette(
+        routes=routes, lifespan=lifespan or gateway_only, exception_handlers={HTTPException: http_error}
+    )
 
 
 def error_response(error: GatewayError, request_id: str | None) -> Response:

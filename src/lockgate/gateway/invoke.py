@@ -28,10 +28,10 @@ from lockgate.errors import (
     UpstreamTimeout,
 )
 from lockgate.gateway.pipeline import Call, Reply
-from lockgate.gateway.wire import ChatCompletionRequest, EmbeddingRequest, RequestT
 from lockgate.ops.metrics import GatewayMetrics
 from lockgate.providers.base import ChatInvocation, EmbeddingInvocation, FailureKind, ProviderFailure
 from lockgate.routing.table import Deployment, Needs, RoutingTable
+from lockgate.wire import ChatCompletionRequest, EmbeddingRequest, RequestT
 
 Attempt = Callable[[Deployment], Awaitable[Reply]]
 

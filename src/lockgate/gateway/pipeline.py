@@ -13,9 +13,9 @@ from functools import partial
 from typing import Any, Literal, Protocol
 
 from lockgate.gateway.routebook import ServingRelease
-from lockgate.gateway.wire import ChatCompletionRequest, EmbeddingRequest
 from lockgate.routing.table import Deployment, ModelRoute
 from lockgate.security.keyring import Principal
+from lockgate.wire import ChatCompletionRequest, EmbeddingRequest
 
 Endpoint = Literal["chat.completions", "embeddings"]
 

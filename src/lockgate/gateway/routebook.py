@@ -4,26 +4,32 @@ For each (tenant, route, environment) the book holds the current release and the
 compiled (sandboxed templates, variable and output validators), so a rollback is a pointer swap with
 nothing to load. The book is rebuilt off the request path when the ``routes`` change version moves and
 swapped in atomically; compiled releases are reused across rebuilds, keyed by their content id.
+
+A release that cannot be compiled (content stored before it was validated at creation, a bad schema)
+never takes routing down: it is skipped and reported (logged, counted in
+``lockgate_releases_unservable``), its environment keeps serving what it served before, and every other
+route is unaffected. Templates render in the bounded sandbox (``control.templating``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
 import orjson
-from jinja2 import StrictUndefined, Template, TemplateError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import TemplateError
 from sqlalchemy import Engine, select
 
-from lockgate.control.bundle import ReleaseContent
+from lockgate.control.release_content import ReleaseContent
+from lockgate.control.templating import BoundedTemplate, compile_template
 from lockgate.errors import InvalidRequest
 from lockgate.store import versions
 from lockgate.store.tables import releases, route_pointers
 
-_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +44,15 @@ class ServingRelease:
     def __init__(self, release_id: str, content: ReleaseContent) -> None:
         self.id = release_id
         self.content = content
-        self.templates: list[tuple[str, Template]] = [
-            (m["role"], _ENV.from_string(m["content"])) for m in content.prompt.messages
+        self.templates: list[tuple[str, BoundedTemplate]] = [
+            (m["role"], compile_template(m["content"])) for m in content.prompt.messages
         ]
-        self.variables = jsonschema.Draft202012Validator(content.prompt.variables or {"type": "object"})
+        variables = content.prompt.variables or {"type": "object"}
+        jsonschema.Draft202012Validator.check_schema(variables)
+        self.variables = jsonschema.Draft202012Validator(variables)
         contract = content.output_contract
+        if contract is not None:
+            jsonschema.Draft202012Validator.check_schema(contract)
         self.contract = jsonschema.Draft202012Validator(contract) if contract is not None else None
         self.headers = {
             "x-lockgate-release": release_id,
@@ -59,7 +69,7 @@ class ServingRelease:
             raise InvalidRequest(f"Invalid {where}: {error.message}", param=where, code="invalid_variables")
         try:
             return [
-                {"role": role, "content": template.render(**variables)} for role, template in self.templates
+                {"role": role, "content": template.render(variables)} for role, template in self.templates
             ]
         except TemplateError as exc:
             raise InvalidRequest(f"The prompt could not be rendered: {exc}", param="variables") from None
@@ -84,9 +94,12 @@ class RouteEntry:
 
 
 class RouteBook:
-    def __init__(self) -> None:
+    def __init__(self, on_unservable: Callable[[int], None] = lambda _: None) -> None:
         self._entries: dict[tuple[str, str, str], RouteEntry] = {}
         self._compiled: dict[str, ServingRelease] = {}
+        self._on_unservable = on_unservable
+        self.unservable: dict[str, str] = {}
+        """Release id -> why it cannot be served."""
         self.version = -1
 
     def lookup(self, tenant_id: str, route: str, environment: str) -> RouteEntry | None:
@@ -108,13 +121,26 @@ class RouteBook:
                 else []
             )
         compiled = {rid: self._compiled[rid] for rid in wanted if rid in self._compiled}
+        unservable = {rid: why for rid, why in self.unservable.items() if rid in wanted}
         for row in specs:
-            compiled[row.id] = ServingRelease(row.id, ReleaseContent.model_validate(row.spec))
-        self._entries = {
-            (p.tenant_id, p.route, p.environment): RouteEntry(
-                compiled[p.release_id], compiled.get(p.previous_release_id) if p.previous_release_id else None
-            )
-            for p in pointers
-        }
+            try:
+                compiled[row.id] = ServingRelease(row.id, ReleaseContent.model_validate(row.spec))
+            except Exception as exc:
+                unservable[row.id] = f"{type(exc).__name__}: {exc}"[:500]
+                log.error("release %s cannot be served and is skipped: %s", row.id, unservable[row.id])
+        entries: dict[tuple[str, str, str], RouteEntry] = {}
+        for p in pointers:
+            key = (p.tenant_id, p.route, p.environment)
+            current = compiled.get(p.release_id)
+            if current is None:
+                # Keep serving what this environment served before, if this worker had it.
+                if key in self._entries:
+                    entries[key] = self._entries[key]
+                continue
+            previous = compiled.get(p.previous_release_id) if p.previous_release_id else None
+            entries[key] = RouteEntry(current, previous)
+        self._entries = entries
         self._compiled = compiled
+        self.unservable = unservable
+        self._on_unservable(len(unservable))
         self.version = version

@@ -51,7 +51,7 @@ class Gateway:
         }
         self.table = RoutingTable.build(config, self.providers, on_circuit_change=self._circuit_changed)
         self.keyring = Keyring(pepper)
-        self.routes = RouteBook()
+        self.routes = RouteBook(on_unservable=self.metrics.releases_unservable.set)
         self.request_log = RequestLog(
             engine,
             config.request_log,

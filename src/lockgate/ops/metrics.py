@@ -65,6 +65,12 @@ class GatewayMetrics:
             ["route"],
             registry=r,
         )
+        self.releases_unservable = Gauge(
+            "lockgate_releases_unservable",
+            "Releases a route points at that this worker cannot compile (skipped; see the log)",
+            registry=r,
+            multiprocess_mode="max",
+        )
         self.log_written = Counter("lockgate_request_log_written", "Request records written", registry=r)
         self.log_dropped = Counter("lockgate_request_log_dropped", "Request records dropped", registry=r)
 

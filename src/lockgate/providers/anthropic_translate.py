@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
-from lockgate.gateway.wire import ChatCompletionRequest, ChatMessage, Tool, ToolCall
 from lockgate.providers.base import FailureKind, ProviderFailure
+from lockgate.wire import ChatCompletionRequest, ChatMessage, Tool, ToolCall
 
 _FINISH_REASONS = {
     "end_turn": "stop",

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from lockgate.gateway.wire import ChatCompletionRequest, EmbeddingRequest
+from lockgate.wire import ChatCompletionRequest, EmbeddingRequest
 
 
 class ProviderSettings(BaseModel):

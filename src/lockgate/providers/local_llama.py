@@ -22,7 +22,6 @@ from pydantic import Field
 
 from lockgate.config.values import EnvStr
 from lockgate.digests import file_sha256
-from lockgate.gateway.wire import ChatCompletionRequest, ChatMessage
 from lockgate.providers.base import (
     ChatInvocation,
     EmbeddingInvocation,
@@ -31,6 +30,7 @@ from lockgate.providers.base import (
     ProviderFailure,
     ProviderSettings,
 )
+from lockgate.wire import ChatCompletionRequest, ChatMessage
 
 DEFAULT_STOP = ("\nQ:", "\n\n")
 

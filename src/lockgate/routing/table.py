@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from lockgate.config.schema import GatewayConfig
 from lockgate.providers.base import Provider, ProviderSettings
@@ -44,6 +45,20 @@ class Deployment:
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         return (input_tokens * self.input_price_per_1m + output_tokens * self.output_price_per_1m) / 1_000_000
+
+    def describe(self) -> dict[str, Any]:
+        """What answers through this deployment, as configured; secrets are dumped masked."""
+        return {
+            "name": self.name,
+            "model": self.model,
+            "upstream_model": self.upstream_model,
+            "provider": self.provider.name,
+            "settings": self.provider.settings.model_dump(mode="json"),
+            "timeout": self.timeout,
+            "input_price_per_1m": self.input_price_per_1m,
+            "output_price_per_1m": self.output_price_per_1m,
+            "context_window": self.context_window,
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,12 +2,17 @@
 
 A key reads ``lg-<8 hex prefix>-<43 char secret>``. The prefix finds the record; the HMAC of the whole
 key is compared in constant time. The secret is shown when the key is created and never again.
+
+A key's allow-list may name models the gateway serves and routes (``route:NAME``). Routes it names are
+the only routes it may call; models it names are the only models it may reach, directly or through a
+route's release. A list that names only routes leaves the models to the tenant's allow-list.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -16,12 +21,17 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine, RowMapping, or_, select, update
 
 from lockgate.security.audit import AuditEvent, AuditLog
-from lockgate.security.rbac import SYSTEM, Actor, Role
-from lockgate.security.tenants import TenantService, UnknownTenant
+from lockgate.security.permissions import Authorizer
+from lockgate.security.rbac import Actor
+from lockgate.security.tenants import ServedModels, TenantService, check_served
+from lockgate.service_errors import Invalid, NotFound
 from lockgate.store import versions
 from lockgate.store.tables import api_keys, tenants
+from lockgate.store.tenancy import require_tenant_id
 
 ROLES = ("admin", "client")
+ENVIRONMENTS = ("dev", "stage", "prod")
+ROUTE_ENTRY = re.compile(r"^route:[a-z0-9][a-z0-9_.-]*$")
 
 
 def generate() -> tuple[str, str]:
@@ -52,6 +62,7 @@ class ApiKeyInfo:
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
+    environment: str | None = None
 
     def status(self, now: datetime | None = None) -> str:
         if self.revoked_at is not None:
@@ -67,18 +78,19 @@ class IssuedKey:
     secret: str
 
 
-class UnknownKey(LookupError):
-    pass
-
-
 class KeyService:
-    def __init__(self, engine: Engine, pepper: bytes, audit: AuditLog | None = None) -> None:
+    def __init__(
+        self, engine: Engine, pepper: bytes, audit: AuditLog, authz: Authorizer, served: ServedModels
+    ) -> None:
         self._engine = engine
         self._pepper = pepper
         self._audit = audit
+        self._authz = authz
+        self._served = served
 
     def create(
         self,
+        actor: Actor,
         tenant: str,
         *,
         name: str = "",
@@ -86,104 +98,117 @@ class KeyService:
         allowed_models: list[str] | None = None,
         expires_at: datetime | None = None,
         environment: str | None = None,
-        actor: Actor | None = None,
     ) -> IssuedKey:
-        """Issue a key. With an ``actor`` (CLI, API) it must be a tenant admin; None is a trusted caller."""
+        """Issue a key in ``tenant`` (its admins' operation); the secret is in the result, once."""
+        self._authz.require(actor, "keys.create", tenant, f"key:{tenant}/{name or 'unnamed'}")
         if role not in ROLES:
-            raise ValueError(f"role must be one of {', '.join(ROLES)}")
-        if environment not in (None, "dev", "stage", "prod"):
-            raise ValueError("environment must be dev, stage or prod")
+            raise Invalid(f"role must be one of {', '.join(ROLES)}")
+        if environment not in (None, *ENVIRONMENTS):
+            raise Invalid("environment must be dev, stage or prod")
         if expires_at is not None and expires_at.tzinfo is None:
-            raise ValueError("expires_at must carry a timezone")
-        event = AuditEvent(
-            "key.create",
-            f"key:{tenant}/{name or 'unnamed'}",
-            after={"role": role, "models": allowed_models, "environment": environment},
-        )
-        if actor is not None and self._audit is not None:
-            self._audit.authorize(self._engine, actor, tenant, Role.ADMIN, event)
+            raise Invalid("expires_at must carry a timezone")
         token, prefix = generate()
-        info = ApiKeyInfo(
-            id=f"key_{uuid.uuid4().hex[:24]}",
-            tenant=tenant,
-            name=name,
-            prefix=prefix,
-            role=role,
-            allowed_models=sorted(set(allowed_models)) if allowed_models is not None else None,
-            created_at=datetime.now(UTC),
-            expires_at=expires_at,
-            revoked_at=None,
-        )
         with self._engine.begin() as connection:
-            tenant_row = TenantService.find(connection, tenant)
-            if tenant_row is None:
-                raise UnknownTenant(tenant)
+            row = TenantService.find(connection, tenant)
+            if row is None:
+                raise NotFound(f"unknown tenant {tenant!r}")
+            listed = self._check_allow_list(allowed_models, row.allowed_models)
+            info = ApiKeyInfo(
+                id=f"key_{uuid.uuid4().hex[:24]}",
+                tenant=tenant,
+                name=name,
+                prefix=prefix,
+                role=role,
+                allowed_models=listed,
+                created_at=datetime.now(UTC),
+                expires_at=expires_at,
+                revoked_at=None,
+                environment=environment,
+            )
             connection.execute(
                 api_keys.insert().values(
                     id=info.id,
-                    tenant_id=tenant_row.id,
+                    tenant_id=row.id,
                     name=name,
                     prefix=prefix,
                     key_hash=digest(self._pepper, token),
                     role=role,
-                    allowed_models=info.allowed_models,
+                    allowed_models=listed,
                     created_at=info.created_at,
                     expires_at=expires_at,
                     environment=environment,
                 )
             )
             versions.bump(connection, versions.AUTH)
-            if self._audit is not None:
-                # The audit entry names the key by id and prefix, never by its secret.
-                after = {**(event.after or {}), "id": info.id, "prefix": prefix}
-                self._audit.append(
-                    connection, actor or SYSTEM, AuditEvent(event.action, event.resource, after=after)
-                )
+            # The audit entry names the key by id and prefix, never by its secret.
+            after = {
+                "id": info.id,
+                "prefix": prefix,
+                "role": role,
+                "models": listed,
+                "environment": environment,
+            }
+            self._audit.append(
+                connection, actor, AuditEvent("key.create", f"key:{tenant}/{info.id}", after=after)
+            )
         return IssuedKey(info, token)
 
-    def list(self, tenant: str | None = None) -> list[ApiKeyInfo]:
-        query = (
-            select(api_keys, tenants.c.name.label("tenant_name"))
-            .join(tenants)
-            .order_by(api_keys.c.created_at)
-        )
-        if tenant is not None:
-            query = query.where(tenants.c.name == tenant)
-        with self._engine.connect() as connection:
-            return [_info(row._mapping) for row in connection.execute(query)]
-
-    def revoke(self, key: str, actor: Actor | None = None) -> ApiKeyInfo:
-        """Revoke by id or visible prefix. Revoking twice keeps the first revocation time."""
-        if actor is not None and self._audit is not None:
-            found = next((k for k in self.list() if key in (k.id, k.prefix)), None)
-            if found is None:
-                raise UnknownKey(key)
-            self._audit.authorize(
-                self._engine, actor, found.tenant, Role.ADMIN, AuditEvent("key.revoke", f"key:{found.id}")
-            )
+    def revoke(self, actor: Actor, tenant: str, key: str) -> ApiKeyInfo:
+        """Revoke a key of ``tenant`` by id or visible prefix; revoking twice keeps the first time."""
+        self._authz.require(actor, "keys.revoke", tenant, f"key:{tenant}/{key}")
         with self._engine.begin() as connection:
-            match = or_(api_keys.c.id == key, api_keys.c.prefix == key)
+            tenant_id = require_tenant_id(connection, tenant)
+            match = (or_(api_keys.c.id == key, api_keys.c.prefix == key), api_keys.c.tenant_id == tenant_id)
             connection.execute(
                 update(api_keys)
-                .where(match, api_keys.c.revoked_at.is_(None))
+                .where(*match, api_keys.c.revoked_at.is_(None))
                 .values(revoked_at=datetime.now(UTC))
             )
             row = connection.execute(
-                select(api_keys, tenants.c.name.label("tenant_name")).join(tenants).where(match)
+                select(api_keys, tenants.c.name.label("tenant_name")).join(tenants).where(*match)
             ).first()
             if row is None:
-                raise UnknownKey(key)
+                raise NotFound(f"no key with id or prefix {key!r} in tenant {tenant!r}")
             versions.bump(connection, versions.AUTH)
             info = _info(row._mapping)
-            if self._audit is not None:
-                event = AuditEvent("key.revoke", f"key:{info.id}", after={"prefix": info.prefix})
-                self._audit.append(connection, actor or SYSTEM, event)
+            event = AuditEvent("key.revoke", f"key:{tenant}/{info.id}", after={"prefix": info.prefix})
+            self._audit.append(connection, actor, event)
             return info
 
     def has_admin(self) -> bool:
+        """Whether a live admin key exists (the server's first start creates one if not)."""
         with self._engine.connect() as connection:
             query = select(api_keys.c.id).where(api_keys.c.role == "admin", api_keys.c.revoked_at.is_(None))
             return connection.execute(query.limit(1)).first() is not None
+
+    def _check_allow_list(
+        self, wanted: list[str] | None, tenant_models: list[str] | None
+    ) -> list[str] | None:
+        if wanted is None:
+            return None
+        routes = [entry for entry in wanted if entry.startswith("route:")]
+        bad = [entry for entry in routes if not ROUTE_ENTRY.match(entry)]
+        if bad:
+            raise Invalid(f"allowed_models: {', '.join(bad)} is not route:NAME")
+        models = [entry for entry in wanted if not entry.startswith("route:")]
+        check_served(self._served, models, "allowed_models")
+        if tenant_models is not None:
+            outside = sorted(set(models) - set(tenant_models))
+            if outside:
+                raise Invalid(f"allowed_models: the tenant may not use {', '.join(outside)}")
+        return sorted(set(wanted))
+
+    def list(self, actor: Actor, tenant: str) -> list[ApiKeyInfo]:
+        self._authz.require(actor, "keys.list", tenant)
+        query = (
+            select(api_keys, tenants.c.name.label("tenant_name"))
+            .join(tenants)
+            .where(tenants.c.name == tenant)
+            .order_by(api_keys.c.created_at)
+        )
+        with self._engine.connect() as connection:
+            require_tenant_id(connection, tenant)
+            return [_info(row._mapping) for row in connection.execute(query)]
 
 
 def _info(row: RowMapping) -> ApiKeyInfo:
@@ -198,4 +223,5 @@ def _info(row: RowMapping) -> ApiKeyInfo:
         created_at=get("created_at"),
         expires_at=get("expires_at"),
         revoked_at=get("revoked_at"),
+        environment=get("environment"),
     )

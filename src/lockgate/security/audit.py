@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from sqlalchemy import Connection, Engine, false, func, select
 
-from lockgate.control.errors import Forbidden
-from lockgate.security.rbac import Actor, Role
+from lockgate.security.rbac import Actor
 from lockgate.security.signing import Signer
 from lockgate.store.tables import audit_heads, audit_log
 
@@ -94,14 +93,6 @@ class AuditLog:
         """Append in a transaction of its own (refused or failed attempts)."""
         with engine.begin() as connection:
             return self.append(connection, actor, event)
-
-    def authorize(self, engine: Engine, actor: Actor, tenant: str, role: Role, event: AuditEvent) -> None:
-        """Check ``actor`` holds ``role`` in ``tenant``; a refusal is audited, then raised."""
-        try:
-            actor.require(tenant, role, event.action)
-        except Forbidden:
-            self.record(engine, actor, replace(event, outcome="denied", before=None, after=None))
-            raise
 
     @staticmethod
     def count(connection: Connection) -> int:

@@ -23,7 +23,12 @@ from lockgate.store.tables import api_keys, tenants
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the key, its tenant, and the models both of them allow (None: every model)."""
+    """Who is calling: the key, its tenant, and what both allow (None: no limit).
+
+    ``allowed_models`` are the models the key may call by name (the key's list, within the tenant's);
+    ``allowed_routes`` the ``route:NAME`` entries it may call; ``route_models`` the models a route's
+    release may use on its behalf: the tenant's list, narrowed by the key's models when it names any.
+    """
 
     key_id: str
     key_prefix: str
@@ -33,9 +38,18 @@ class Principal:
     allowed_models: frozenset[str] | None
     expires_at: float | None
     environment: str | None = None
+    allowed_routes: frozenset[str] | None = None
+    route_models: frozenset[str] | None = None
 
     def may_use(self, model: str) -> bool:
+        """May this key ask for ``model`` (a model name or ``route:NAME``) by name?"""
+        if model.startswith("route:"):
+            return self.allowed_routes is None or model in self.allowed_routes
         return self.allowed_models is None or model in self.allowed_models
+
+    def may_route_to(self, model: str) -> bool:
+        """May a route's release use ``model`` for this key?"""
+        return self.route_models is None or model in self.route_models
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,13 +113,14 @@ class Keyring:
         entries: dict[str, _Entry] = {}
         for row in rows:
             expires: datetime | None = row.expires_at
-            principal = Principal(
+            principal = principal_for(
                 key_id=row.id,
                 key_prefix=row.prefix,
                 tenant_id=row.tenant_id,
                 tenant=row.tenant,
                 role=row.role,
-                allowed_models=_intersect(row.allowed_models, row.tenant_models),
+                key_list=row.allowed_models,
+                tenant_list=row.tenant_models,
                 expires_at=expires.timestamp() if expires is not None else None,
                 environment=row.environment,
             )
@@ -114,11 +129,36 @@ class Keyring:
         self.version = version
 
 
-def _intersect(key_models: list[str] | None, tenant_models: list[str] | None) -> frozenset[str] | None:
-    if key_models is None and tenant_models is None:
-        return None
-    if key_models is None:
-        return frozenset(tenant_models or ())
-    if tenant_models is None:
-        return frozenset(key_models)
-    return frozenset(key_models) & frozenset(tenant_models)
+def principal_for(
+    *,
+    key_id: str,
+    key_prefix: str,
+    tenant_id: str,
+    tenant: str,
+    role: str,
+    key_list: list[str] | None,
+    tenant_list: list[str] | None,
+    expires_at: float | None = None,
+    environment: str | None = None,
+) -> Principal:
+    """A principal from a key's allow-list (models and ``route:NAME`` entries) and its tenant's."""
+    tenant_models = frozenset(tenant_list) if tenant_list is not None else None
+    if key_list is None:
+        direct, routes, reachable = tenant_models, None, tenant_models
+    else:
+        routes = frozenset(entry for entry in key_list if entry.startswith("route:"))
+        named = frozenset(entry for entry in key_list if not entry.startswith("route:"))
+        direct = named if tenant_models is None else named & tenant_models
+        reachable = direct if named else tenant_models
+    return Principal(
+        key_id=key_id,
+        key_prefix=key_prefix,
+        tenant_id=tenant_id,
+        tenant=tenant,
+        role=role,
+        allowed_models=direct,
+        expires_at=expires_at,
+        environment=environment,
+        allowed_routes=routes,
+        route_models=reachable,
+    )

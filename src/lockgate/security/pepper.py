@@ -11,14 +11,24 @@ import os
 import secrets
 from pathlib import Path
 
+from lockgate.service_errors import Invalid
+
 ENV = "LOCKGATE_KEY_PEPPER"
 
 
-def load_pepper(data: Path) -> bytes:
+def load_pepper(data: Path, *, create: bool = False) -> bytes:
+    """The pepper; ``create`` makes the file on first install (``lockgate migrate``), never later."""
     from_env = os.environ.get(ENV)
     if from_env:
         return from_env.encode("utf-8")
     path = data / "key-pepper"
+    if not create:
+        try:
+            return path.read_bytes().strip()
+        except FileNotFoundError:
+            raise Invalid(
+                f"no key pepper: set {ENV} or run `lockgate migrate` with this data directory"
+            ) from None
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

@@ -1,12 +1,13 @@
-"""Who may do what: users hold roles per tenant, and every control-plane mutation checks one.
+"""Roles and the actor: users hold a set of roles per tenant; ``permissions`` says what each allows.
 
-Roles are a set per tenant, not a ladder, except that ``admin`` includes every other role:
+Roles are a set per tenant, not a ladder, except that ``admin`` includes every other role and any role
+includes ``viewer``:
 
 - ``viewer``   reads everything in the tenant
-- ``editor``   registers models, pushes prompts, creates releases, moves the dev pointer
-- ``approver`` approves a release for an environment (never their own release: four eyes)
-- ``deployer`` promotes to stage and prod, rolls back
-- ``admin``    all of the above plus users, keys and tenants
+- ``editor``   registers models, pushes prompts and datasets, creates releases, points dev, runs evals
+- ``approver`` approves a release for an environment (never one they had a hand in: four eyes)
+- ``deployer`` promotes to stage and prod, rolls back, runs evals
+- ``admin``    all of the above plus users, keys and gates; admin of ``default`` runs the platform
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from lockgate.control.errors import Forbidden
+PLATFORM_TENANT = "default"
 
 
 class Role(enum.StrEnum):
@@ -35,6 +36,8 @@ class Actor:
     user_id: str | None = None
     source: str | None = None
     request_id: str | None = None
+    system: bool = False
+    """The server itself (bootstrap, configuration sync, the eval worker); never from a token."""
 
     def has(self, tenant: str, role: Role) -> bool:
         held = self.roles.get(tenant, frozenset())
@@ -44,11 +47,5 @@ class Actor:
             return bool(held)
         return role in held
 
-    def require(self, tenant: str, role: Role, action: str) -> None:
-        if not self.has(tenant, role):
-            raise Forbidden(
-                f"{self.name} lacks the {role.value} role in tenant {tenant!r} needed to {action}"
-            )
 
-
-SYSTEM = Actor(name="system", roles={})
+SYSTEM = Actor(name="system", roles={}, system=True)

@@ -15,6 +15,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
+from lockgate.service_errors import Invalid
+
 ENV = "LOCKGATE_SIGNING_KEY"
 
 
@@ -41,11 +43,20 @@ def verify_signature(public_key: str, message: bytes, signature: str) -> bool:
     return True
 
 
-def load_signer(data: Path) -> Signer:
+def load_signer(data: Path, *, create: bool = False) -> Signer:
+    """The signing key; ``create`` makes it on first install (``lockgate migrate``), never later, so a
+    lost key can never be silently replaced by a new one that the existing chain does not verify with."""
     from_env = os.environ.get(ENV)
     if from_env:
         return Signer(Ed25519PrivateKey.from_private_bytes(base64.b64decode(from_env)))
     path = data / "signing-key"
+    if not create:
+        try:
+            return Signer(Ed25519PrivateKey.from_private_bytes(base64.b64decode(path.read_bytes().strip())))
+        except FileNotFoundError:
+            raise Invalid(
+                f"no signing key: set {ENV} or run `lockgate migrate` with this data directory"
+            ) from None
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

@@ -1,31 +1,30 @@
-"""Tenants: the unit that owns keys, model access and (later) quotas and budgets."""
+"""Tenants: the unit that owns keys, users' roles, releases and (later) quotas and budgets.
+
+A tenant's model allow-list names models the gateway serves; ``None`` allows every model. It bounds
+everything the tenant's keys reach, directly or through a route's release.
+"""
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, Row, select, update
 
 from lockgate.security.audit import AuditEvent, AuditLog
-from lockgate.security.rbac import SYSTEM, Actor, Role
+from lockgate.security.permissions import Authorizer
+from lockgate.security.rbac import PLATFORM_TENANT, Actor, Role
+from lockgate.service_errors import Conflict, Invalid, NotFound
 from lockgate.store import versions
 from lockgate.store.tables import tenants
 
-PLATFORM_TENANT = "default"
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
 
-
-class UnknownTenant(LookupError):
-    def __str__(self) -> str:
-        return f"unknown tenant {self.args[0]!r}"
-
-
-class TenantExists(ValueError):
-    def __str__(self) -> str:
-        return f"tenant {self.args[0]!r} already exists"
+ServedModels = Callable[[], Collection[str]]
+"""The public model names this server's gateway serves (from its configuration)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,23 +36,32 @@ class Tenant:
     created_at: datetime
 
 
+def check_served(served: ServedModels, models: Collection[str], what: str) -> None:
+    """Refuse model names the gateway does not serve, naming them."""
+    known = set(served())
+    unknown = sorted(set(models) - known)
+    if unknown:
+        offered = ", ".join(sorted(known)) or "none"
+        raise Invalid(f"{what}: unknown model(s) {', '.join(unknown)}; this gateway serves {offered}")
+
+
 class TenantService:
-    def __init__(self, engine: Engine, audit: AuditLog | None = None) -> None:
+    def __init__(self, engine: Engine, audit: AuditLog, authz: Authorizer, served: ServedModels) -> None:
         self._engine = engine
         self._audit = audit
+        self._authz = authz
+        self._served = served
 
-    def create(
-        self, name: str, allowed_models: list[str] | None = None, actor: Actor | None = None
-    ) -> Tenant:
-        """Create a tenant. With an ``actor`` it must be a platform admin (admin of ``default``)."""
-        event = AuditEvent("tenant.create", f"tenant:{name}", after={"models": allowed_models})
-        if actor is not None and self._audit is not None:
-            self._audit.authorize(self._engine, actor, PLATFORM_TENANT, Role.ADMIN, event)
+    def create(self, actor: Actor, name: str, allowed_models: list[str] | None = None) -> Tenant:
+        """Create a tenant (a platform admin's operation)."""
+        self._authz.require(actor, "tenants.create", resource=f"tenant:{name}")
         if not NAME.match(name):
-            raise ValueError("tenant names are lower-case letters, digits, '.', '_' and '-'")
+            raise Invalid("tenant names are 1-100 lower-case letters, digits, '.', '_' and '-'")
+        if allowed_models is not None:
+            check_served(self._served, allowed_models, "allowed_models")
         with self._engine.begin() as connection:
             if self.find(connection, name) is not None:
-                raise TenantExists(name)
+                raise Conflict(f"tenant {name!r} already exists")
             tenant = Tenant(
                 id=f"ten_{uuid.uuid4().hex[:24]}",
                 name=name,
@@ -71,12 +79,14 @@ class TenantService:
                 )
             )
             versions.bump(connection, versions.AUTH)
-            if self._audit is not None:
-                self._audit.append(connection, actor or SYSTEM, event)
+            event = AuditEvent("tenant.create", f"tenant:{name}", after={"models": tenant.allowed_models})
+            self._audit.append(connection, actor, event)
         return tenant
 
-    def ensure(self, name: str, allowed_models: list[str] | None) -> Tenant:
-        """Create the tenant, or bring its model allow-list in line with configuration."""
+    def sync(self, actor: Actor, name: str, allowed_models: list[str] | None) -> Tenant:
+        """Create the tenant or bring its allow-list in line with the configuration file (server only)."""
+        if not actor.system:
+            raise Invalid("only the server syncs tenants from its configuration")
         with self._engine.begin() as connection:
             row = self.find(connection, name)
             wanted = sorted(set(allowed_models)) if allowed_models is not None else None
@@ -85,26 +95,35 @@ class TenantService:
                     update(tenants).where(tenants.c.id == row.id).values(allowed_models=wanted)
                 )
                 versions.bump(connection, versions.AUTH)
-                if self._audit is not None:
-                    event = AuditEvent(
-                        "tenant.configure",
-                        f"tenant:{name}",
-                        before={"models": row.allowed_models},
-                        after={"models": wanted},
-                    )
-                    self._audit.append(connection, Actor(name="config"), event)
-        return self.create(name, allowed_models) if row is None else self.get(name)
+                event = AuditEvent(
+                    "tenant.configure",
+                    f"tenant:{name}",
+                    before={"models": row.allowed_models},
+                    after={"models": wanted},
+                )
+                self._audit.append(connection, actor, event)
+        return self.create(actor, name, allowed_models) if row is None else self.get(name)
+
+    def list(self, actor: Actor) -> list[Tenant]:
+        """The tenants ``actor`` holds a role in; every tenant for a platform admin."""
+        self._authz.require(actor, "tenants.list")
+        with self._engine.connect() as connection:
+            found = [_tenant(row) for row in connection.execute(select(tenants).order_by(tenants.c.name))]
+        if actor.system or actor.has(PLATFORM_TENANT, Role.ADMIN):
+            return found
+        return [t for t in found if actor.has(t.name, Role.VIEWER)]
 
     def get(self, name: str) -> Tenant:
+        """A tenant by name, for the server's own use (bootstrap, wiring)."""
         with self._engine.connect() as connection:
             row = self.find(connection, name)
         if row is None:
-            raise UnknownTenant(name)
+            raise NotFound(f"unknown tenant {name!r}")
         return _tenant(row)
 
-    def list(self) -> list[Tenant]:
+    def exists(self, name: str) -> bool:
         with self._engine.connect() as connection:
-            return [_tenant(row) for row in connection.execute(select(tenants).order_by(tenants.c.name))]
+            return self.find(connection, name) is not None
 
     @staticmethod
     def find(connection: Connection, name: str) -> Row[tuple[object, ...]] | None:

@@ -1,7 +1,9 @@
 """Engines and schema migration for the store.
 
 SQLite in the data directory is the default; ``LOCKGATE_DATABASE_URL`` selects anything else
-(``postgresql://user@host/db`` uses psycopg 3).
+(``postgresql://user@host/db`` uses psycopg 3). The schema changes only through ``lockgate migrate``;
+``lockgate serve`` checks that the store is at exactly the revision this code knows and refuses to
+start otherwise.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Engine, create_engine, event, inspect, make_url, text
+
+from lockgate.service_errors import Invalid
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+SCHEMA_HEAD = "0004"
+"""The newest migration; a test keeps it equal to the head of ``migrations/versions``."""
 
 
 def data_dir(explicit: str | Path | None = None) -> Path:
@@ -51,8 +55,36 @@ def open_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
 
 
+def schema_revision(engine: Engine) -> str | None:
+    """The migration the store is at; None for a store that was never migrated."""
+    with engine.connect() as connection:
+        if not inspect(connection).has_table("alembic_version"):
+            return None
+        found = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    return str(found) if found is not None else None
+
+
+def require_current_schema(engine: Engine) -> None:
+    """Refuse a store whose schema this code does not know: never migrated, older, or newer."""
+    found = schema_revision(engine)
+    if found == SCHEMA_HEAD:
+        return
+    if found is None:
+        raise Invalid("the store has no lockgate schema yet: run `lockgate migrate` first")
+    if found < SCHEMA_HEAD:
+        raise Invalid(
+            f"the store is at schema {found}, this lockgate needs {SCHEMA_HEAD}: run `lockgate migrate`"
+        )
+    raise Invalid(
+        f"the store is at schema {found}, newer than this lockgate knows ({SCHEMA_HEAD}): upgrade lockgate"
+    )
+
+
 def migrate(engine: Engine) -> None:
-    """Bring the schema up to date; safe to run from several processes at start-up."""
+    """Bring the schema up to date; safe to run from several processes at once."""
+    from alembic import command
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:

@@ -150,6 +150,8 @@ control_tokens = Table(
     Column("token_hash", String(64), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime, nullable=True),
+    Column("name", String(100), nullable=True),
+    Column("expires_at", UTCDateTime, nullable=True),
 )
 
 registry_models = Table(
@@ -284,7 +286,14 @@ eval_runs = Table(
     Column("created_by", String(100), nullable=False),
     Column("started_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime, nullable=True),
+    Column("origin", String(10), nullable=False),
+    Column("lease_owner", String(100), nullable=True),
+    Column("lease_until", UTCDateTime, nullable=True),
+    Column("fingerprint", String(64), nullable=True),
+    Column("deployments", JSON, nullable=True),
+    Column("error", Text, nullable=True),
     Index("ix_eval_runs_release_dataset", "release_id", "dataset_id"),
+    Index("ix_eval_runs_status", "status"),
 )
 
 eval_results = Table(
@@ -301,6 +310,7 @@ eval_results = Table(
     Column("output_tokens", Integer, nullable=False),
     Column("scores", JSON, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("deployment", String(200), nullable=True),
 )
 
 eval_reports = Table(
@@ -341,4 +351,34 @@ evidence = Table(
     Column("audit_seq", BigInteger, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Index("ix_evidence_release", "release_id"),
+)
+
+# --- the control plane as a service (migration 0004) ----------------------------------------------
+
+invitations = Table(
+    "invitations",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("user_id", String(40), ForeignKey("users.id"), nullable=False, index=True),
+    Column("prefix", String(32), nullable=False, unique=True),
+    Column("code_hash", String(64), nullable=False),
+    Column("created_by", String(100), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("redeemed_at", UTCDateTime, nullable=True),
+)
+
+route_history = Table(
+    "route_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("route", String(200), nullable=False),
+    Column("environment", String(10), nullable=False),
+    Column("release_id", String(80), ForeignKey("releases.id"), nullable=False),
+    Column("previous_release_id", String(80), ForeignKey("releases.id"), nullable=True),
+    Column("action", String(20), nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Index("ix_route_history_route", "tenant_id", "route", "environment"),
 )

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from lockgate.control.errors import Invalid
+from lockgate.service_errors import Invalid
 from lockgate.evals.cases import ScoringContext
 from lockgate.evals.scorers import LocalEmbedder
 from tests.evals.scorers.support import score

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from lockgate.control.errors import NotFound
+from lockgate.service_errors import NotFound
 from lockgate.evals.builtin import builtin_dataset_path
 from lockgate.evals.cases import Case, Outcome, ScoringContext
 from lockgate.evals.scorers import build_scorers

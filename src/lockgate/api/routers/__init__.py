@@ -1,1 +1,1 @@
-"""One router per control-plane resource."""
+"""One router per control-plane resource; each operation id is a key of ``security.permissions``."""

@@ -1,24 +1,48 @@
-"""The audit log: recent entries and chain verification."""
+"""The audit log and the instance's public signing key."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, Query
-from sqlalchemy import select
 
-from lockgate.api.deps import Control, CurrentActor
-from lockgate.security.rbac import Role
-from lockgate.store.tables import audit_log
+from lockgate.api.deps import CurrentActor, ServicesDep
+from lockgate.gates.evidence_format import fingerprint
 
 router = APIRouter(tags=["audit"])
 
 
-@router.get("/audit")
+@router.get("/audit", operation_id="audit.list")
 def recent(
-    control: Control, actor: CurrentActor, limit: int = Query(default=50, ge=1, le=1000)
+    services: ServicesDep,
+    actor: CurrentActor,
+    limit: int = Query(default=50, ge=1, le=1000),
+    action: str | None = Query(default=None, max_length=60),
 ) -> list[dict[str, Any]]:
-    actor.require("default", Role.ADMIN, "read the audit log")
-    with control.engine.connect() as connection:
-        rows = connection.execute(select(audit_log).order_by(audit_log.c.seq.desc()).limit(limit)).all()
-    return [{k: v for k, v in row._mapping.items() if k not in ("prev_hash",)} for row in rows]
+    return services.trail.recent(actor, limit, action)
+
+
+@router.get("/audit/verify", operation_id="audit.verify")
+def verify(services: ServicesDep, actor: CurrentActor) -> dict[str, Any]:
+    """Walk the whole chain, check the signed head and the anchor file, with the server's own key."""
+    verified = services.trail.verify(actor)
+    report = verified.report
+    return {
+        "ok": report.ok,
+        "entries": report.entries,
+        "head_seq": report.head_seq,
+        "anchor_seq": report.anchor_seq,
+        "first_bad_seq": report.first_bad_seq,
+        "problem": report.problem,
+        "kind": report.kind,
+        "public_key": verified.public_key,
+        "fingerprint": fingerprint(verified.public_key),
+    }
+
+
+@router.get("/signing-key", operation_id="instance.signing_key")
+def signing_key(services: ServicesDep, actor: CurrentActor) -> dict[str, Any]:
+    """Pin this key when verifying exported evidence offline (``evidence verify --bundle --public-key``)."""
+    services.authz.require(actor, "instance.signing_key")
+    key = services.audit.signer.public_key
+    return {"public_key": key, "fingerprint": fingerprint(key)}

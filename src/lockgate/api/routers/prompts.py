@@ -5,39 +5,55 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from pydantic import ValidationError
 
-from lockgate.api.deps import Control, CurrentActor, can_read
-from lockgate.control.errors import Invalid
+from lockgate.api.deps import CurrentActor, ServicesDep
 from lockgate.control.prompt_spec import PromptSpec
+from lockgate.service_errors import Invalid
 
 router = APIRouter(tags=["prompt catalog"])
 
 
-@router.get("/tenants/{tenant}/prompts")
-def list_prompts(tenant: str, control: Control, actor: CurrentActor) -> list[dict[str, Any]]:
-    return [p.to_dict() for p in control.prompts.list(tenant, actor=actor)]
-
-
-@router.post("/tenants/{tenant}/prompts", status_code=201)
-def push(tenant: str, spec: dict[str, Any], control: Control, actor: CurrentActor) -> dict[str, Any]:
+def parse_prompt(spec: dict[str, Any]) -> PromptSpec:
     try:
-        parsed = PromptSpec.model_validate(spec)
-    except ValueError as exc:
-        raise Invalid(f"invalid prompt: {exc}") from None
-    return control.prompts.push(actor, tenant, parsed).to_dict()
+        return PromptSpec.model_validate(spec)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"{where}: {message}" if where else message)
+        raise Invalid("invalid prompt: " + "; ".join(problems)) from None
 
 
-@router.get("/tenants/{tenant}/prompts/{name}/versions")
-def versions(tenant: str, name: str, control: Control, actor: CurrentActor) -> list[dict[str, Any]]:
-    return [p.to_dict() for p in control.prompts.versions(tenant, name, actor=actor)]
+@router.get("/tenants/{tenant}/prompts", operation_id="prompts.list")
+def list_prompts(tenant: str, services: ServicesDep, actor: CurrentActor) -> list[dict[str, Any]]:
+    return [p.to_dict() for p in services.prompts.list(actor, tenant)]
 
 
-@router.get("/tenants/{tenant}/prompts/{name}/versions/{version}")
-def get_prompt(tenant: str, name: str, version: str, control: Control, actor: CurrentActor) -> dict[str, Any]:
-    can_read(actor, tenant)
-    return control.prompts.get(tenant, name, version, actor=actor).to_dict()
+@router.post("/tenants/{tenant}/prompts", status_code=201, operation_id="prompts.push")
+def push(tenant: str, spec: dict[str, Any], services: ServicesDep, actor: CurrentActor) -> dict[str, Any]:
+    """Push one prompt version (the fields of a prompt file); ``unchanged`` when it was stored already."""
+    pushed = services.prompts.push(actor, tenant, parse_prompt(spec))
+    return {**pushed.to_dict(), "unchanged": pushed.unchanged}
 
 
-@router.get("/tenants/{tenant}/prompts/{name}/diff")
-def diff(tenant: str, name: str, a: str, b: str, control: Control, actor: CurrentActor) -> dict[str, str]:
-    return {"diff": control.prompts.diff(tenant, name, a, b, actor=actor)}
+@router.get("/tenants/{tenant}/prompts/{name}/versions", operation_id="prompts.versions")
+def versions(tenant: str, name: str, services: ServicesDep, actor: CurrentActor) -> list[dict[str, Any]]:
+    return [p.to_dict() for p in services.prompts.versions(actor, tenant, name)]
+
+
+@router.get("/tenants/{tenant}/prompts/{name}/versions/{version}", operation_id="prompts.get")
+def get_prompt(
+    tenant: str, name: str, version: str, services: ServicesDep, actor: CurrentActor
+) -> dict[str, Any]:
+    """``version`` ``latest`` is the highest version."""
+    wanted = None if version == "latest" else version
+    return services.prompts.get(actor, tenant, name, wanted).to_dict()
+
+
+@router.get("/tenants/{tenant}/prompts/{name}/diff", operation_id="prompts.diff")
+def diff(
+    tenant: str, name: str, a: str, b: str, services: ServicesDep, actor: CurrentActor
+) -> dict[str, str]:
+    return {"diff": services.prompts.diff(actor, tenant, name, a, b)}

@@ -7,13 +7,14 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from lockgate.api.deps import Control, CurrentActor, can_read
-from lockgate.control.environments import Pointer
+from lockgate.api.deps import CurrentActor, ServicesDep
+from lockgate.control.environments import Move, Pointer
 from lockgate.control.releases import Release, ReleaseRequest
 
 router = APIRouter(tags=["releases and environments"])
 
 Environment = Literal["dev", "stage", "prod"]
+RELEASE_ID = r"^rel_[0-9a-f]{32}$"
 
 
 class ApprovalIn(BaseModel):
@@ -23,7 +24,7 @@ class ApprovalIn(BaseModel):
 
 class PointIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    release_id: str = Field(min_length=1, max_length=80)
+    release_id: str = Field(pattern=RELEASE_ID)
 
 
 class PromoteIn(BaseModel):
@@ -31,80 +32,119 @@ class PromoteIn(BaseModel):
     to: Literal["stage", "prod"]
 
 
-def _release(release: Release) -> dict[str, Any]:
+class RollbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to: str | None = Field(default=None, pattern=RELEASE_ID, description="Default: the previous release")
+    expected: str | None = Field(
+        default=None,
+        pattern=RELEASE_ID,
+        description="The release you saw serving; refused if another one serves now, a no-op if `to` does",
+    )
+
+
+def release_view(release: Release) -> dict[str, Any]:
     return {
         **release.summary(),
         "created_by": release.created_by,
-        "created_at": release.created_at,
+        "created_at": release.created_at.isoformat(),
         "content": release.content.model_dump(mode="json"),
     }
 
 
-def _pointer(pointer: Pointer) -> dict[str, Any]:
+def pointer_view(pointer: Pointer) -> dict[str, Any]:
     return {
         "route": pointer.route,
         "environment": pointer.environment,
         "release_id": pointer.release_id,
         "previous_release_id": pointer.previous_release_id,
         "updated_by": pointer.updated_by,
-        "updated_at": pointer.updated_at,
+        "updated_at": pointer.updated_at.isoformat(),
     }
 
 
-@router.get("/tenants/{tenant}/releases")
-def list_releases(
-    tenant: str, control: Control, actor: CurrentActor, route: str | None = None
-) -> list[dict[str, Any]]:
-    can_read(actor, tenant)
-    return [_release(r) for r in control.releases.list(tenant, route)]
-
-
-@router.post("/tenants/{tenant}/releases", status_code=201)
-def create_release(
-    tenant: str, body: ReleaseRequest, control: Control, actor: CurrentActor
-) -> dict[str, Any]:
-    return _release(control.releases.create(actor, tenant, body))
-
-
-@router.get("/tenants/{tenant}/releases/{release_id}")
-def get_release(tenant: str, release_id: str, control: Control, actor: CurrentActor) -> dict[str, Any]:
-    can_read(actor, tenant)
-    return _release(control.releases.get(tenant, release_id))
-
-
-@router.post("/tenants/{tenant}/releases/{release_id}/approvals", status_code=201)
-def approve(
-    tenant: str, release_id: str, body: ApprovalIn, control: Control, actor: CurrentActor
-) -> dict[str, Any]:
-    control.environments.approve(actor, tenant, release_id, body.environment)
+def move_view(move: Move) -> dict[str, Any]:
     return {
-        "release_id": release_id,
-        "approvers": control.environments.approvers(release_id, body.environment),
+        "environment": move.environment,
+        "release_id": move.release_id,
+        "previous_release_id": move.previous_release_id,
+        "action": move.action,
+        "actor": move.actor,
+        "at": move.at.isoformat(),
     }
 
 
-@router.get("/tenants/{tenant}/routes")
-def list_pointers(tenant: str, control: Control, actor: CurrentActor) -> list[dict[str, Any]]:
-    can_read(actor, tenant)
-    return [_pointer(p) for p in control.environments.pointers(tenant)]
+@router.get("/tenants/{tenant}/releases", operation_id="releases.list")
+def list_releases(
+    tenant: str, services: ServicesDep, actor: CurrentActor, route: str | None = None
+) -> list[dict[str, Any]]:
+    return [release_view(r) for r in services.releases.list(actor, tenant, route)]
 
 
-@router.put("/tenants/{tenant}/routes/{route}/environments/{environment}")
+@router.post("/tenants/{tenant}/releases", status_code=201, operation_id="releases.create")
+def create_release(
+    tenant: str, body: ReleaseRequest, services: ServicesDep, actor: CurrentActor
+) -> dict[str, Any]:
+    return release_view(services.releases.create(actor, tenant, body))
+
+
+@router.get("/tenants/{tenant}/releases/{release_id}", operation_id="releases.get")
+def get_release(tenant: str, release_id: str, services: ServicesDep, actor: CurrentActor) -> dict[str, Any]:
+    return release_view(services.releases.get(actor, tenant, release_id))
+
+
+@router.post(
+    "/tenants/{tenant}/releases/{release_id}/approvals", status_code=201, operation_id="releases.approve"
+)
+def approve(
+    tenant: str, release_id: str, body: ApprovalIn, services: ServicesDep, actor: CurrentActor
+) -> dict[str, Any]:
+    approvers = services.environments.approve(actor, tenant, release_id, body.environment)
+    return {"release_id": release_id, "environment": body.environment, "approvers": approvers}
+
+
+@router.get("/tenants/{tenant}/routes", operation_id="routes.list")
+def list_pointers(
+    tenant: str, services: ServicesDep, actor: CurrentActor, route: str | None = None
+) -> list[dict[str, Any]]:
+    return [pointer_view(p) for p in services.environments.pointers(actor, tenant, route)]
+
+
+@router.get("/tenants/{tenant}/routes/{route}/history", operation_id="routes.history")
+def history(tenant: str, route: str, services: ServicesDep, actor: CurrentActor) -> list[dict[str, Any]]:
+    return [move_view(m) for m in services.environments.history(actor, tenant, route)]
+
+
+@router.put("/tenants/{tenant}/routes/{route}/environments/{environment}", operation_id="routes.point")
 def point(
-    tenant: str, route: str, environment: Environment, body: PointIn, control: Control, actor: CurrentActor
+    tenant: str,
+    route: str,
+    environment: Environment,
+    body: PointIn,
+    services: ServicesDep,
+    actor: CurrentActor,
 ) -> dict[str, Any]:
-    return _pointer(control.environments.point(actor, tenant, route, environment, body.release_id))
+    """Point dev at a release; stage and prod answer 422: they move only by promote and rollback."""
+    return pointer_view(services.environments.point(actor, tenant, route, environment, body.release_id))
 
 
-@router.post("/tenants/{tenant}/routes/{route}/promote")
+@router.post("/tenants/{tenant}/routes/{route}/promote", operation_id="routes.promote")
 def promote(
-    tenant: str, route: str, body: PromoteIn, control: Control, actor: CurrentActor
+    tenant: str, route: str, body: PromoteIn, services: ServicesDep, actor: CurrentActor
 ) -> dict[str, Any]:
-    return _pointer(control.environments.promote(actor, tenant, route, body.to))
+    return pointer_view(services.environments.promote(actor, tenant, route, body.to))
 
 
-@router.post("/tenants/{tenant}/routes/{route}/environments/{environment}/rollback")
+@router.post(
+    "/tenants/{tenant}/routes/{route}/environments/{environment}/rollback", operation_id="routes.rollback"
+)
 def rollback(
-    tenant: str, route: str, environment: Environment, control: Control, actor: CurrentActor
+    tenant: str,
+    route: str,
+    environment: Environment,
+    services: ServicesDep,
+    actor: CurrentActor,
+    body: RollbackIn | None = None,
 ) -> dict[str, Any]:
-    return _pointer(control.environments.rollback(actor, tenant, route, environment))
+    wanted = body or RollbackIn()
+    moved = services.environments.rollback(actor, tenant, route, environment, wanted.to, wanted.expected)
+    return pointer_view(moved)

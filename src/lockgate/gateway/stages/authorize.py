@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from lockgate.errors import InvalidRequest, ModelNotFound, PermissionDenied
 from lockgate.gateway.pipeline import Call, Handler, Reply
-from lockgate.gateway.wire import ChatCompletionRequest
 from lockgate.routing.table import RoutingTable
+from lockgate.wire import ChatCompletionRequest
 
 
 class Authorize:

@@ -1,11 +1,13 @@
 """Serve a route: ``model: "route:support-answer"`` runs the release its environment points at.
 
-The environment comes from the ``x-lockgate-environment`` header, else the API key's environment, else
-prod. The release's prompt is rendered with the caller's variables (top-level ``variables``, or
-``metadata.variables`` as an object or a JSON string), its parameters replace the client's, and its
-model and fallbacks are used. The answer must satisfy the release's output contract: a violation is a
-502 naming the schema path, counted in ``lockgate_output_contract_violations_total``. Every answer
-carries headers naming the release, the prompt version and the model.
+The environment is the API key's when the key is pinned to one (a header naming another is refused),
+else the ``x-lockgate-environment`` header, else prod. The release's model and fallbacks must be
+allowed for the key and its tenant (``Principal.may_route_to``). The release's prompt is rendered with
+the caller's variables (top-level ``variables``, or ``metadata.variables`` as an object or a JSON
+string), its parameters replace the client's, and its model and fallbacks are used. The answer must
+satisfy the release's output contract: a violation is a 502 naming the schema path, counted in
+``lockgate_output_contract_violations_total``. Every answer carries headers naming the release, the
+prompt version and the model.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import orjson
 from lockgate.errors import GatewayError, InvalidRequest, ModelNotFound, PermissionDenied
 from lockgate.gateway.pipeline import Call, Handler, Reply
 from lockgate.gateway.routebook import RouteBook, ServingRelease
-from lockgate.gateway.wire import ChatCompletionRequest, validate
 from lockgate.ops.metrics import GatewayMetrics
+from lockgate.wire import ChatCompletionRequest, validate
 
 PREFIX = "route:"
 DEFAULT_ENVIRONMENT = "prod"
+ENVIRONMENTS = ("dev", "stage", "prod")
 
 
 class OutputContractViolation(GatewayError):
@@ -47,12 +50,18 @@ class ResolveRelease:
             raise PermissionDenied(f"This API key may not use the route '{route}'.", param="model")
         release = call.release  # pinned by an in-process caller (the eval runner), else looked up
         if release is None:
-            environment = call.environment or principal.environment or DEFAULT_ENVIRONMENT
+            environment = _environment(call.environment, principal.environment)
             entry = self._book.lookup(principal.tenant_id, route, environment)
             if entry is None:
                 raise ModelNotFound(f"The route '{route}' has no release in {environment}.", param="model")
             release = entry.current
             call.release = release
+        for model in (release.content.model.gateway_model, *release.content.fallbacks):
+            if not principal.may_route_to(model):
+                raise PermissionDenied(
+                    f"The release of route '{route}' uses the model '{model}', which this key may not use.",
+                    param="model",
+                )
         call.route_name = route
         call.body = _rendered_body(call.body, release)
         call.request = validate(call.body, ChatCompletionRequest)
@@ -87,6 +96,22 @@ class ResolveRelease:
                 text.append((choice.get("delta") or {}).get("content") or "")
             yield chunk
         self._check(release, route, "".join(text))
+
+
+def _environment(requested: str | None, pinned: str | None) -> str:
+    if pinned is not None:
+        if requested is not None and requested != pinned:
+            raise PermissionDenied(
+                f"This API key is pinned to the {pinned} environment; it may not call {requested}.",
+                param="x-lockgate-environment",
+                code="environment_not_allowed",
+            )
+        return pinned
+    if requested is not None and requested not in ENVIRONMENTS:
+        raise InvalidRequest(
+            "x-lockgate-environment must be dev, stage or prod.", param="x-lockgate-environment"
+        )
+    return requested or DEFAULT_ENVIRONMENT
 
 
 def _rendered_body(body: dict[str, Any], release: ServingRelease) -> dict[str, Any]:

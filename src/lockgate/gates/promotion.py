@@ -1,9 +1,10 @@
 """The promotion guard: the route's gate decides, and every attempt leaves signed evidence.
 
-Installed on ``Environments`` by ``Instance.control()``. ``decide`` evaluates the gate for the target
+Installed on ``Environments`` when the services are built. ``decide`` evaluates the gate for the target
 environment; ``record`` writes the evidence record: the release and its commit, the dataset versions,
-the hashes of the candidate's and baseline's reports, the policy (hash and sources), the decision with
-its reasons and warnings, who asked and who approved, and the gate input the policy saw.
+the hashes of the candidate's and baseline's reports, the runs read with the fingerprint of the
+deployments that answered them, the policy (hash and sources), the decision with its reasons and
+warnings, who asked and who approved, and the gate input the policy saw. Rollbacks are recorded too.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection
 
-from lockgate.control.environments import Attempt, Environments, Verdict
+from lockgate.control.environments import Action, Attempt, Environments, Verdict
 from lockgate.control.releases import Release
-from lockgate.evals.evidence import DatasetRef, EvidenceDraft, EvidenceService, PolicyRef, ReportRef
-from lockgate.evals.gate import GateResult, GateService
 from lockgate.evals.store import EvalStore
+from lockgate.gates.evidence import DatasetRef, EvidenceDraft, EvidenceService, PolicyRef, ReportRef
+from lockgate.gates.evidence_format import RunRef
+from lockgate.gates.gate import GateResult, GateService
 from lockgate.security.rbac import Actor
 
 
@@ -30,7 +32,7 @@ class GatePromotionGuard:
         self._environments = environments
 
     def decide(self, tenant: str, release: Release, environment: str) -> Verdict:
-        return self._gates.evaluate(tenant, release.id, environment)
+        return self._gates.decide(tenant, release, environment)
 
     def record(
         self,
@@ -42,6 +44,7 @@ class GatePromotionGuard:
         attempt: Attempt,
         reasons: list[str],
         connection: Connection | None,
+        action: Action = "promote",
     ) -> None:
         result = verdict if isinstance(verdict, GateResult) else None
         draft = EvidenceDraft(
@@ -50,6 +53,7 @@ class GatePromotionGuard:
             release_id=release.id,
             git_commit=release.content.git_commit,
             decision=attempt,
+            action=action,
             reasons=reasons,
             warnings=list(result.decision.warn) if result is not None else [],
             datasets=[
@@ -66,6 +70,17 @@ class GatePromotionGuard:
                 )
                 for role, run in (result.runs if result is not None else [])
                 for report in self._store.reports(run.id)
+            ],
+            runs=[
+                RunRef(
+                    run_id=run.id,
+                    dataset=str(run.settings.get("dataset", run.dataset_id)),
+                    role=role,
+                    origin="server" if run.origin == "server" else "client",
+                    fingerprint=run.fingerprint,
+                    deployments=run.deployments or [],
+                )
+                for role, run in (result.runs if result is not None else [])
             ],
             policy=(
                 PolicyRef(

@@ -21,10 +21,10 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import ValidationError
 
-from lockgate.control.errors import Forbidden, NotFound
+from lockgate.service_errors import Forbidden, NotFound
 from lockgate.control.releases import Release, ReleaseRequest
-from lockgate.evals.bundle import verify_bundle
-from lockgate.evals.evidence import (
+from lockgate.gates.evidence_format import verify_bundle
+from lockgate.gates.evidence import (
     DatasetRef,
     EvidenceDraft,
     EvidenceService,

@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from lockgate.evals.bundle import verify_bundle
+from lockgate.gates.evidence_format import verify_bundle
 
 Document = dict[str, Any]
 

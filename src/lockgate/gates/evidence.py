@@ -6,10 +6,10 @@ audit entry in one transaction, so a record exists exactly when the audit chain 
 re-checks a record against the database: its digest and signature, the audit entry naming it, the
 chain from genesis up to that entry and the head signed for it, and that every release, report and
 dataset it cites still has the content it was decided on. ``export`` writes the self-contained
-bundle of ``lockgate.evals.bundle``, which an auditor verifies without the database.
+bundle of ``lockgate.gates.evidence_format``, which an auditor verifies without the database.
 
-Recording needs no role: refused attempts must leave evidence too. Callers check the role before
-reading (``evidence.read`` needs viewer).
+Recording needs no role: refused attempts must leave evidence too; it is done by the promotion path
+only, never by a client. Reading needs the viewer role in the tenant.
 """
 
 from __future__ import annotations
@@ -25,9 +25,7 @@ import orjson
 from pydantic import ValidationError
 from sqlalchemy import Connection, Engine, Row, select
 
-from lockgate.control.errors import Invalid, NotFound
-from lockgate.control.tenancy import require_tenant_id
-from lockgate.evals.bundle import (
+from lockgate.gates.evidence_format import (
     EVIDENCE_ACTION,
     FORMAT,
     AuditEntry,
@@ -60,7 +58,9 @@ from lockgate.evals.bundle import (
     report_sha256,
 )
 from lockgate.security.audit import GENESIS, AuditEvent, AuditLog, canonical, entry_hash
+from lockgate.security.permissions import Authorizer
 from lockgate.security.rbac import Actor
+from lockgate.service_errors import Invalid, NotFound
 from lockgate.store.tables import (
     audit_heads,
     audit_log,
@@ -70,6 +70,7 @@ from lockgate.store.tables import (
     evidence,
     releases,
 )
+from lockgate.store.tenancy import require_tenant_id
 
 __all__ = [
     "DatasetRef",
@@ -126,9 +127,10 @@ class StoredEvidence:
 
 
 class EvidenceService:
-    def __init__(self, engine: Engine, audit: AuditLog) -> None:
+    def __init__(self, engine: Engine, audit: AuditLog, authz: Authorizer) -> None:
         self._engine = engine
         self._audit = audit
+        self._authz = authz
 
     def record(self, actor: Actor, tenant: str, draft: EvidenceDraft) -> StoredEvidence:
         """Sign ``draft`` and store it with its audit entry, in a transaction of its own."""
@@ -181,19 +183,22 @@ class EvidenceService:
         )
         return StoredEvidence(signed.id, tenant, record, digest, signature, signer.public_key, seq, now)
 
-    def get(self, tenant: str, evidence_id: str) -> StoredEvidence:
+    def get(self, actor: Actor, tenant: str, evidence_id: str) -> StoredEvidence:
+        self._authz.require(actor, "evidence.get", tenant)
         with self._engine.connect() as connection:
             return _stored(_row(connection, require_tenant_id(connection, tenant), evidence_id), tenant)
 
-    def verify(self, tenant: str, evidence_id: str) -> Verification:
+    def verify(self, actor: Actor, tenant: str, evidence_id: str) -> Verification:
         """Check the record against the database and the instance's signing key."""
+        self._authz.require(actor, "evidence.verify", tenant)
         with self._engine.connect() as connection:
             tenant_id = require_tenant_id(connection, tenant)
             row = _row(connection, tenant_id, evidence_id)
             return _Verifier(connection, tenant_id, tenant, self._audit.signer.public_key).run(row)
 
-    def export(self, tenant: str, evidence_id: str) -> bytes:
+    def export(self, actor: Actor, tenant: str, evidence_id: str) -> bytes:
         """The self-contained bundle; fails when something the record cites is no longer stored."""
+        self._authz.require(actor, "evidence.export", tenant)
         with self._engine.connect() as connection:
             tenant_id = require_tenant_id(connection, tenant)
             row = _row(connection, tenant_id, evidence_id)
@@ -225,9 +230,10 @@ class EvidenceService:
         return bundle.to_bytes()
 
     def list(
-        self, tenant: str, *, release_id: str | None = None, route: str | None = None
+        self, actor: Actor, tenant: str, *, release_id: str | None = None, route: str | None = None
     ) -> list[StoredEvidence]:
         """Oldest first, optionally only one release's or one route's."""
+        self._authz.require(actor, "evidence.list", tenant)
         with self._engine.connect() as connection:
             query = (
                 select(evidence)

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from regopy import Interpreter
 
-from lockgate.control.errors import Invalid
-from lockgate.evals.policy import (
+from lockgate.service_errors import Invalid
+from lockgate.gates.policy import (
     DEFAULT_POLICY,
     DEFAULT_TESTS,
     PolicySet,

@@ -44,13 +44,13 @@ from urllib.parse import urlsplit
 from regopy import Interpreter, LogLevel, RegoError
 from regopy.rego_shared import rego_get_error
 
-from lockgate.control.errors import Invalid
 from lockgate.security.audit import canonical
+from lockgate.service_errors import Invalid
 
 PACKAGE = "lockgate.gate"
 DEFAULT_MODULE = "gate.rego"
-DEFAULT_POLICY: str = files("lockgate.evals.policies").joinpath(DEFAULT_MODULE).read_text(encoding="utf-8")
-DEFAULT_TESTS: str = files("lockgate.evals.policies").joinpath("gate_test.rego").read_text(encoding="utf-8")
+DEFAULT_POLICY: str = files("lockgate.gates.policies").joinpath(DEFAULT_MODULE).read_text(encoding="utf-8")
+DEFAULT_TESTS: str = files("lockgate.gates.policies").joinpath("gate_test.rego").read_text(encoding="utf-8")
 
 _WHOLE_INPUT_HINT = (
     " (rego-cpp cannot replace the whole input here: write `with input.<key> as ...` for each key instead)"

@@ -45,7 +45,14 @@ class ReleaseContent(Frozen):
     fallbacks: list[str]
     git_commit: str | None
 
+    def release_id(self, tenant: str) -> str:
+        """``rel_`` + 32 hex digits of SHA-256 over the tenant and the canonical content: the same
+        bundle is the same release within a tenant, and another release in any other tenant."""
+        document = {"tenant": tenant, "content": self.model_dump(mode="json")}
+        return "rel_" + hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
     @property
-    def release_id(self) -> str:
+    def legacy_release_id(self) -> str:
+        """The id releases created before schema 0004 have: the content alone, without the tenant."""
         canonical = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
         return "rel_" + hashlib.sha256(canonical).hexdigest()[:32]

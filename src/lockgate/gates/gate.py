@@ -6,12 +6,16 @@ replaced per route, or an external OPA server). For a candidate release and a ta
 gate gathers, per dataset (latest version): the candidate's latest complete run, the baseline (the
 release the environment serves now) and its run on the same version, and a paired comparison of the
 two. Anything missing becomes a reason to deny, so a gate fails closed: no eval, no promotion. A policy
-that cannot be evaluated denies too.
+that cannot be evaluated denies too, and so does a route with no gate for stage or prod, unless the
+instance's configuration says gates are optional. Only runs the server executed count.
+
+Setting a gate is an admin's operation (it constrains deployers); an OPA server may be named only if
+the server's configuration lists its URL.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -19,19 +23,31 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Engine, select
 
-from lockgate.control.errors import ControlError, Invalid, NotFound
 from lockgate.control.releases import ROUTE_NAME, Release
-from lockgate.control.tenancy import require_tenant_id
 from lockgate.evals.datasets import StoredDataset
-from lockgate.evals.policy import Decision, PolicySet, check, evaluate, evaluate_remote
 from lockgate.evals.service import EvalService
 from lockgate.evals.store import EvalRun
 from lockgate.evals.summary import compare
+from lockgate.gates.policy import Decision, PolicySet, check, evaluate, evaluate_remote
 from lockgate.security.audit import AuditEvent, AuditLog
-from lockgate.security.rbac import Actor, Role
+from lockgate.security.permissions import Authorizer
+from lockgate.security.rbac import Actor
+from lockgate.service_errors import ControlError, Invalid, NotFound
 from lockgate.store.tables import route_gates
+from lockgate.store.tenancy import require_tenant_id
 
 Environment = Literal["dev", "stage", "prod"]
+PROMOTED = ("stage", "prod")
+
+
+@dataclass(frozen=True, slots=True)
+class GateSettings:
+    """Instance-wide rules from the server's configuration."""
+
+    required: bool = True
+    """Stage and prod refuse releases of routes without a gate guarding them."""
+    opa_urls: tuple[str, ...] = ()
+    """OPA servers a gate may name; any other ``opa_url`` is refused."""
 
 
 def _promoted() -> list[Environment]:
@@ -81,6 +97,7 @@ class GateResult:
     datasets: list[StoredDataset] = field(default_factory=list)
     runs: list[tuple[str, EvalRun]] = field(default_factory=list)  # (role, run)
     policies: PolicySet | None = None
+    missing_runs: list[tuple[str, str]] = field(default_factory=list)  # (release id, dataset ref)
 
     @property
     def allowed(self) -> bool:
@@ -103,17 +120,25 @@ def parse_gate(raw: Any, where: str) -> GateSpec:
 
 
 class GateService:
-    def __init__(self, engine: Engine, audit: AuditLog, evals: EvalService) -> None:
+    def __init__(
+        self, engine: Engine, audit: AuditLog, authz: Authorizer, evals: EvalService, settings: GateSettings
+    ) -> None:
         self._engine = engine
         self._audit = audit
+        self._authz = authz
         self._evals = evals
+        self._settings = settings
 
     def set(
         self, actor: Actor, tenant: str, spec: GateSpec, extra_policies: dict[str, str] | None = None
     ) -> StoredGate:
-        """Install or replace the gate of ``spec.route`` (deployers only; the change is audited)."""
-        event = AuditEvent("gate.set", f"route:{tenant}/{spec.route}")
-        self._audit.authorize(self._engine, actor, tenant, Role.DEPLOYER, event)
+        """Install or replace the gate of ``spec.route`` (admins only; the change is audited)."""
+        self._authz.require(actor, "gates.set", tenant, f"route:{tenant}/{spec.route}")
+        if spec.opa_url is not None and spec.opa_url not in self._settings.opa_urls:
+            allowed = ", ".join(self._settings.opa_urls) or "none are configured (control.opa_urls)"
+            raise Invalid(
+                f"opa_url {spec.opa_url} is not an OPA server this instance trusts; allowed: {allowed}"
+            )
         if spec.replace_default_policy and not extra_policies:
             raise Invalid("replace_default_policy needs at least one policy file of your own")
         policies = PolicySet.default(extra_policies or {}, replace=spec.replace_default_policy)
@@ -131,7 +156,9 @@ class GateService:
         with self._engine.begin() as connection:
             tenant_id = require_tenant_id(connection, tenant)
             key = (route_gates.c.tenant_id == tenant_id, route_gates.c.route == spec.route)
-            before = connection.execute(select(route_gates.c.policy_sha256).where(*key)).scalar()
+            before = connection.execute(
+                select(route_gates.c.spec, route_gates.c.policy_sha256).where(*key)
+            ).first()
             if before is None:
                 connection.execute(
                     route_gates.insert().values(tenant_id=tenant_id, route=spec.route, **values)
@@ -144,13 +171,20 @@ class GateService:
                 AuditEvent(
                     "gate.set",
                     f"route:{tenant}/{spec.route}",
-                    before={"policy_sha256": before} if before else None,
-                    after={"policy_sha256": policies.sha256, "datasets": spec.datasets},
+                    before={"policy_sha256": before.policy_sha256, "spec": before.spec} if before else None,
+                    after={"policy_sha256": policies.sha256, "spec": spec.model_dump(mode="json")},
                 ),
             )
         return StoredGate(spec, policies, actor.name, now)
 
-    def get(self, tenant: str, route: str) -> StoredGate | None:
+    def get(self, actor: Actor, tenant: str, route: str) -> StoredGate:
+        self._authz.require(actor, "gates.get", tenant)
+        found = self.stored(tenant, route)
+        if found is None:
+            raise NotFound(f"route {route!r} has no gate; an admin sets one with `lockgate gates set FILE`")
+        return found
+
+    def stored(self, tenant: str, route: str) -> StoredGate | None:
         with self._engine.connect() as connection:
             tenant_id = require_tenant_id(connection, tenant)
             row = connection.execute(
@@ -165,25 +199,38 @@ class GateService:
             row.updated_at,
         )
 
-    def evaluate(self, tenant: str, release_id: str, environment: str) -> GateResult:
-        release = self._evals.releases.get(tenant, release_id)
-        gate = self.get(tenant, release.content.route)
+    def evaluate(self, actor: Actor, tenant: str, release_id: str, environment: str) -> GateResult:
+        """What the gate would decide for ``release_id`` entering ``environment`` now, and the runs it
+        still needs (which ``evals.start`` queues)."""
+        self._authz.require(actor, "gates.evaluate", tenant)
+        if environment not in ("dev", *PROMOTED):
+            raise Invalid(f"unknown environment {environment!r}; use dev, stage or prod")
+        release = self._evals.releases.require(tenant, release_id)
+        result = self.decide(tenant, release, environment)
+        return replace(result, missing_runs=self.missing_runs(tenant, release, environment))
+
+    def decide(self, tenant: str, release: Release, environment: str) -> GateResult:
+        """The decision, for the promotion path (already authorised)."""
+        gate = self.stored(tenant, release.content.route)
         if gate is None or environment not in gate.spec.environments:
+            route = release.content.route
             why = (
-                f"route {release.content.route!r} has no gate: set one with `lockgate gates set FILE`"
+                f"route {route!r} has no gate: an admin sets one with `lockgate gates set FILE`"
                 if gate is None
-                else f"the gate of route {release.content.route!r} does not guard {environment}"
+                else f"the gate of route {route!r} does not guard {environment}"
             )
-            decision = Decision(allow=True, deny=[], warn=[why], policy_sha256="", engine="none")
+            if environment in PROMOTED and self._settings.required:
+                decision = Decision(allow=False, deny=[why], warn=[], policy_sha256="", engine="none")
+            else:
+                decision = Decision(allow=True, deny=[], warn=[why], policy_sha256="", engine="none")
             return GateResult(release, environment, decision, False, {})
         document, used, runs = self._input(tenant, release, environment, gate.spec)
         decision = self._decide(gate, document)
         return GateResult(release, environment, decision, True, document, used, runs, gate.policies)
 
-    def missing_runs(self, tenant: str, release_id: str, environment: str) -> list[tuple[str, str]]:
-        """(release id, dataset ref) pairs the gate needs a complete run of and does not have."""
-        release = self._evals.releases.get(tenant, release_id)
-        gate = self.get(tenant, release.content.route)
+    def missing_runs(self, tenant: str, release: Release, environment: str) -> list[tuple[str, str]]:
+        """(release id, dataset ref) pairs the gate needs a complete server run of and does not have."""
+        gate = self.stored(tenant, release.content.route)
         if gate is None or environment not in gate.spec.environments:
             return []
         baseline = self._baseline_id(tenant, release, environment)

@@ -144,17 +144,50 @@ _TYPE = re.compile(r"^Expected `(?P<expected>[^`]+)`, got `(?P<got>[^`]+)`")
 RequestT = TypeVar("RequestT", ChatCompletionRequest, EmbeddingRequest)
 
 
+MAX_DEPTH = 64
+"""Deepest nesting of arrays and objects a request may have (upstream encoders stop near 255)."""
+
+
 def decode_object(body: bytes) -> dict[str, Any]:
-    """Decode a request body that must be one JSON object."""
+    """Decode a request body that must be one JSON object, valid UTF-8, nested at most ``MAX_DEPTH``."""
     try:
         obj = _decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise InvalidRequest(
             f"We could not parse the JSON body of your request: {_plain(str(exc))}", code="invalid_json"
         ) from None
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(
+            f"The request body is not valid UTF-8 (byte {exc.start}).", code="invalid_encoding"
+        ) from None
+    except RecursionError:
+        raise _too_deep() from None
     if not isinstance(obj, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    # Counting brackets runs at memory speed; only a body that could be deep is walked.
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and _depth_exceeds(obj, MAX_DEPTH):
+        raise _too_deep()
     return obj
+
+
+def _too_deep() -> InvalidRequest:
+    return InvalidRequest(
+        f"The request body is nested too deeply; at most {MAX_DEPTH} levels of arrays and objects.",
+        code="invalid_json",
+    )
+
+
+def _depth_exceeds(obj: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for item in value.values() if isinstance(item, dict | list))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value if isinstance(item, dict | list))
+    return False
 
 
 def validate(obj: dict[str, Any], kind: type[RequestT]) -> RequestT:

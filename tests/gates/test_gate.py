@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from lockgate.control.environments import GateRefused
-from lockgate.control.errors import Forbidden, Invalid, NotFound
+from lockgate.service_errors import Forbidden, Invalid, NotFound
 from lockgate.control.plane import ControlPlane
 from lockgate.control.releases import ReleaseRequest
 from lockgate.evals.cases import Case
 from lockgate.evals.datasets import DatasetSpec
-from lockgate.evals.gate import GateSpec, Thresholds
+from lockgate.gates.gate import GateSpec, Thresholds
 from lockgate.instance import Instance
 from lockgate.security.rbac import Actor
 from tests.control.test_golden_path import ROUTE, Team, card, prompt

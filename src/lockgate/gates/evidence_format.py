@@ -29,7 +29,7 @@ from typing import Any, Final, Literal
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from lockgate.control.bundle import ReleaseContent
+from lockgate.control.release_content import ReleaseContent
 from lockgate.control.releases import ROUTE_NAME
 from lockgate.security.audit import entry_hash, head_message
 from lockgate.security.signing import verify_signature
@@ -62,6 +62,17 @@ class ReportRef(_Ref):
     sha256: str = Field(pattern=SHA256)
 
 
+class RunRef(_Ref):
+    """An eval run the decision read, and what answered it: the deployments' fingerprint."""
+
+    run_id: str = Field(min_length=1, max_length=40)
+    dataset: str = Field(min_length=1, max_length=250)
+    role: Literal["candidate", "baseline"]
+    origin: Literal["server", "client"]
+    fingerprint: str | None = Field(default=None, pattern=SHA256)
+    deployments: list[dict[str, Any]] = Field(default_factory=list)
+
+
 class PolicyRef(_Ref):
     sha256: str = Field(pattern=SHA256, description="policy_sha256(modules)")
     engine: str = Field(min_length=1, description="e.g. rego")
@@ -78,10 +89,12 @@ class EvidenceDraft(_Ref):
     decision: Literal["allow", "deny", "refused"] = Field(
         description="refused: stopped before the gate ran (RBAC, four eyes)"
     )
+    action: Literal["promote", "rollback"] = "promote"
     reasons: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     datasets: list[DatasetRef] = Field(default_factory=list)
     reports: list[ReportRef] = Field(default_factory=list)
+    runs: list[RunRef] = Field(default_factory=list)
     policy: PolicyRef | None = None
     approvers: list[str] = Field(default_factory=list)
     requested_by: str = Field(min_length=1, max_length=100)
@@ -305,8 +318,9 @@ def check_release(spec: Mapping[str, Any] | None, record: EvidenceRecord) -> Che
         return failed(name, f"the release content is invalid: {first_error(exc)}")
     if content.model_dump(mode="json") != dict(spec):
         return failed(name, "the release content is not in its canonical form")
-    if content.release_id != record.release_id:
-        return failed(name, f"the release content hashes to {content.release_id}, not {record.release_id}")
+    computed = content.release_id(record.tenant)
+    if record.release_id not in (computed, content.legacy_release_id):
+        return failed(name, f"the release content hashes to {computed}, not {record.release_id}")
     return passed(name, f"the content hashes to {record.release_id}")
 
 

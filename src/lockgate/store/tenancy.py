@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, select
 
-from lockgate.control.errors import NotFound
+from lockgate.service_errors import NotFound
 from lockgate.store.tables import tenants
 
 

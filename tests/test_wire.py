@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from lockgate.errors import InvalidRequest
-from lockgate.gateway.wire import ChatCompletionRequest, EmbeddingRequest, decode_object, validate
+from lockgate.wire import ChatCompletionRequest, EmbeddingRequest, decode_object, validate
 
 USER = {"role": "user", "content": "hi"}
 

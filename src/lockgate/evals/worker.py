@@ -1,0 +1,159 @@
+"""The eval worker: runs queued eval runs inside the server, through its own gateway.
+
+Every server process runs one worker. A worker claims a run by taking its lease in the store (one
+winner however many processes or hosts try), renews the lease while the cases run and records the
+deployments that answered as it goes. When asked to stop (the server shuts down) no new case starts,
+the cases in flight finish and are recorded, and the lease is given back so the run resumes on the
+next claim; if the process dies instead, the lease expires and another worker (or the restarted
+server) resumes it. A run whose status becomes ``cancelling`` stops the same way and ends
+``cancelled``. Cases go through the gateway pipeline of the process that runs them: the production
+configuration of that server, never one a client chose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from lockgate.evals.cases import ScoringContext
+from lockgate.evals.client import PipelineClient
+from lockgate.evals.scorers import LocalEmbedder
+from lockgate.evals.service import EvalService
+from lockgate.evals.store import EvalRun
+from lockgate.gateway.runtime import Gateway
+from lockgate.store.tables import tenants
+
+log = logging.getLogger(__name__)
+
+
+class EvalWorker:
+    def __init__(
+        self,
+        evals: EvalService,
+        gateway: Gateway,
+        *,
+        poll: float = 0.5,
+        lease: timedelta = timedelta(seconds=30),
+    ) -> None:
+        self._evals = evals
+        self._gateway = gateway
+        self._poll = poll
+        self._lease = lease
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._stopping = asyncio.Event()
+        self._stop_run = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._embedder: LocalEmbedder | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="eval-worker")
+
+    async def stop(self) -> None:
+        """Finish the cases in flight, record them, give the lease back."""
+        self._stopping.set()
+        self._stop_run.set()
+        if self._task is not None:
+            await self._task
+        if self._embedder is not None:
+            self._embedder.close()
+
+    async def _loop(self) -> None:
+        store = self._evals.store
+        while not self._stopping.is_set():
+            try:
+                run = await asyncio.to_thread(store.claim, self.owner, self._lease)
+                if run is None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), self._poll)
+                    continue
+                await self.execute(run)
+            except Exception:
+                # The store may be briefly unreachable; the lease lets the run resume later.
+                log.exception("eval worker iteration failed; retrying")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self._poll * 4)
+
+    async def execute(self, run: EvalRun) -> None:
+        """Run what is left of ``run`` (already claimed by this worker) and finish it."""
+        evals, store = self._evals, self._evals.store
+        self._stop_run = asyncio.Event()
+        if self._stopping.is_set():
+            self._stop_run.set()
+        planned = await asyncio.to_thread(evals.plan, run)
+        client = PipelineClient(
+            self._gateway,
+            run.tenant_id,
+            planned.tenant,
+            await asyncio.to_thread(self._allowed, run.tenant_id),
+        )
+        previous = {d["name"]: d for d in run.deployments or []}
+
+        def deployments() -> list[dict[str, Any]]:
+            merged = {**previous}
+            for name, described in client.answered.items():
+                key = name if merged.get(name, described) == described else f"{name}#{len(merged)}"
+                merged[key] = described
+            return [merged[k] for k in sorted(merged)]
+
+        heartbeat = asyncio.create_task(self._heartbeat(run.id, deployments))
+        log.info("eval run %s: %d of %d cases to go", run.id, len(planned.todo), planned.total)
+        try:
+            context = ScoringContext(complete=client.complete, embed=self._embed(client))
+            complete = await evals.execute(planned, client, context, self._stop_run)
+        except Exception as exc:
+            heartbeat.cancel()
+            log.exception("eval run %s failed", run.id)
+            await asyncio.to_thread(
+                store.finish, run.id, "failed", None, error=f"{type(exc).__name__}: {exc}"
+            )
+            return
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        status = await asyncio.to_thread(lambda: store.get(run.id).status)
+        if complete:
+            await asyncio.to_thread(evals.finalize, run.id, deployments())
+            log.info("eval run %s complete", run.id)
+        elif status == "cancelling":
+            await asyncio.to_thread(store.finish, run.id, "cancelled", None, deployments=deployments())
+            log.info("eval run %s cancelled", run.id)
+        else:
+            await asyncio.to_thread(store.renew, run.id, self.owner, self._lease, deployments())
+            await asyncio.to_thread(store.release, run.id, self.owner)
+            log.info("eval run %s paused; it resumes on the next claim", run.id)
+
+    async def _heartbeat(self, run_id: str, deployments: Any) -> None:
+        store = self._evals.store
+        while True:
+            await asyncio.sleep(self._lease.total_seconds() / 3)
+            status = await asyncio.to_thread(store.renew, run_id, self.owner, self._lease, deployments())
+            if status is None or status == "cancelling":
+                # Lost the lease (another worker resumes it) or asked to cancel: start nothing new.
+                self._stop_run.set()
+                return
+
+    def _embed(self, client: PipelineClient) -> Any:
+        async def embed(model: str | None, texts: Any) -> list[list[float]]:
+            if model is not None:
+                return await client.embed(model, texts)
+            if self._embedder is None:
+                self._embedder = LocalEmbedder()
+            return await self._embedder(None, texts)
+
+        return embed
+
+    def _allowed(self, tenant_id: str) -> frozenset[str] | None:
+        with self._evals.store.engine.connect() as connection:
+            models = connection.execute(
+                select(tenants.c.allowed_models).where(tenants.c.id == tenant_id)
+            ).scalar()
+        return frozenset(models) if models is not None else None

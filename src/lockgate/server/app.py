@@ -1,0 +1,71 @@
+"""One server process: the gateway, the service layer, the control API and the eval worker, wired once.
+
+``/metrics`` and ``/readyz`` details are for operators: the configured scrape token, or the control
+token of a platform viewer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+
+from lockgate.api.app import create_control_api
+from lockgate.config.loader import LoadedConfig
+from lockgate.evals.worker import EvalWorker
+from lockgate.gateway.http import OpsAccess, create_app
+from lockgate.gateway.runtime import Gateway
+from lockgate.instance import Instance
+from lockgate.security.rbac import PLATFORM_TENANT, Role
+from lockgate.service_errors import ControlError
+from lockgate.services import Services, build_services
+
+
+def build_app(instance: Instance, config: LoadedConfig, *, run_evals: bool = True) -> Starlette:
+    services = build_services(instance, config)
+    gateway = Gateway(config, instance.engine, instance.pepper)
+    return server_app(services, gateway, run_evals=run_evals)
+
+
+def server_app(services: Services, gateway: Gateway, *, run_evals: bool = True) -> Starlette:
+    worker = EvalWorker(services.evals, gateway) if run_evals else None
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
+        if worker is not None:
+            worker.start()
+        try:
+            yield
+        finally:
+            if worker is not None:
+                await worker.stop()
+            await gateway.stop()
+
+    control = create_control_api(services, gateway.config.control.max_body_bytes)
+    return create_app(gateway, control, ops_access(services, gateway), lifespan)
+
+
+def ops_access(services: Services, gateway: Gateway) -> OpsAccess:
+    configured = gateway.config.server.metrics_token
+
+    async def allowed(authorization: str | None) -> bool:
+        if not authorization:
+            return False
+        presented = authorization.removeprefix("Bearer ").strip()
+        if configured is not None and hmac.compare_digest(
+            presented.encode(), configured.get_secret_value().encode()
+        ):
+            return True
+        if not presented.startswith("lgc-"):
+            return False
+        try:
+            actor = await asyncio.to_thread(services.tokens.authenticate, presented, source="ops")
+        except ControlError:
+            return False
+        return actor.has(PLATFORM_TENANT, Role.VIEWER)
+
+    return allowed
