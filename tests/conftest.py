@@ -1,4 +1,4 @@
-"""Shared fixtures: a store on SQLite and on PostgreSQL, a bootstrapped instance, a stub upstream."""
+"""Shared fixtures: a store on SQLite and on PostgreSQL, its services, first start, a stub upstream."""
 
 from __future__ import annotations
 
@@ -10,9 +10,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from lockgate.instance import Bootstrap, Instance, bootstrap, load_config, open_instance
+from lockgate.config.loader import LoadedConfig
+from lockgate.instance import Instance, migrate_instance
 from lockgate.security.apikeys import IssuedKey
 from lockgate.security.rbac import Actor
+from lockgate.server.bootstrap import Bootstrap, bootstrap
+from lockgate.services import Services, build_services
+from tests.support.cli import Cli
+from tests.support.gateway import RunningGateway, run_server, stub_config
 from tests.support.processes import LlamaServer, StubUpstream
 
 POSTGRES_URL = os.environ.get("LOCKGATE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -52,17 +57,30 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 @pytest.fixture
 def instance(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Instance]:
+    """A migrated installation, as `lockgate migrate` leaves it."""
     monkeypatch.setenv("LOCKGATE_DATABASE_URL", database_url)
     monkeypatch.delenv("LOCKGATE_KEY_PEPPER", raising=False)
-    opened = open_instance(tmp_path / "data")
+    monkeypatch.delenv("LOCKGATE_SIGNING_KEY", raising=False)
+    opened = migrate_instance(tmp_path / "data")
     yield opened
     opened.engine.dispose()
 
 
 @pytest.fixture
-def first_start(instance: Instance) -> Bootstrap:
+def config() -> LoadedConfig:
+    """The models the server serves in service-level tests: ``m`` and ``other`` (see ``stub_config``)."""
+    return stub_config(("primary", "http://127.0.0.1:9/v1"))
+
+
+@pytest.fixture
+def services(instance: Instance, config: LoadedConfig) -> Services:
+    return build_services(instance, config)
+
+
+@pytest.fixture
+def first_start(services: Services, config: LoadedConfig) -> Bootstrap:
     """What `lockgate serve` creates on first start: tenant `default`, an admin key, user `admin`."""
-    return bootstrap(instance, load_config(None))
+    return bootstrap(services, config)
 
 
 @pytest.fixture
@@ -80,8 +98,8 @@ def admin_token(first_start: Bootstrap, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.fixture
-def admin(instance: Instance, admin_token: str) -> Actor:
-    return instance.users.authenticate(admin_token)
+def admin(services: Services, admin_token: str) -> Actor:
+    return services.tokens.authenticate(admin_token)
 
 
 @pytest.fixture(scope="session")
@@ -95,6 +113,21 @@ def stub_process() -> Iterator[StubUpstream]:
 def stub(stub_process: StubUpstream) -> StubUpstream:
     stub_process.reset()
     return stub_process
+
+
+@pytest.fixture
+def server(
+    services: Services, instance: Instance, first_start: Bootstrap, stub: StubUpstream
+) -> Iterator[RunningGateway]:
+    """The whole server (gateway on the stub upstream, control API, eval worker) on a real port."""
+    with run_server(services, instance, stub_config(("primary", stub.base_url))) as running:
+        yield running
+
+
+@pytest.fixture
+def cli(server: RunningGateway, admin_token: str, tmp_path: Path) -> Cli:
+    """The CLI acting as the bootstrap admin against ``server``, with nothing but a URL and a token."""
+    return Cli(server.url, admin_token, tmp_path)
 
 
 @pytest.fixture(scope="session")

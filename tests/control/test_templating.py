@@ -38,8 +38,9 @@ ORDINARY = [
     ),
     ("{% for doc in docs %}{% endfor %}{% for x in [] %}{% else %}empty{% endfor %}", {"docs": DOCS}),
     (
-        "{{ tags|join(', ') }} | {{ meta|tojson }} | {{ meta|tojson(indent=2) }} | {{ missing|default('n/a') }}"
-        " | {{ '  padded  '|trim }} | {{ title|title }} | {{ text|truncate(12) }} | {{ text|wordcount }}",
+        "{{ tags|join(', ') }} | {{ meta|tojson }} | {{ meta|tojson(indent=2) }}"
+        " | {{ missing|default('n/a') }} | {{ '  padded  '|trim }} | {{ title|title }}"
+        " | {{ text|truncate(12) }} | {{ text|wordcount }}",
         {
             "tags": ["a", "b"],
             "meta": {"k": [1, "<b>"], "n": None},
@@ -51,12 +52,14 @@ ORDINARY = [
     ("{%- for x in xs -%}\n  {{ x }}\n{%- endfor %}\n\n", {"xs": [1, 2, 3]}),
     (
         "{% set ns = namespace(total=0) %}{% for k, v in prices.items() %}{% set ns.total = ns.total + v %}"
-        "{{ k ~ '=' ~ v }};{% endfor %} total={{ ns.total }} {{ '%05.1f' % 3.14159 }} {{ '%(a)s-%(b)d' % d }}",
+        "{{ k ~ '=' ~ v }};{% endfor %} total={{ ns.total }} {{ '%05.1f' % 3.14159 }}"
+        " {{ '%(a)s-%(b)d' % d }}",
         {"prices": {"x": 1, "y": 2.5}, "d": {"a": "A", "b": 7}},
     ),
     (
         "{{ 'a,b, c'.split(',') }} {{ ' x '.strip() }} {{ 'abc'.replace('b', 'B') }} {{ 'x'.upper() }}"
-        " {{ [1, 2] + [3] }} {{ (1, 2) }} {{ {'a': 1} }} {{ 2 ** 10 }} {{ 'ab' * 3 }} {{ 7 // 2 }} {{ -3 % 5 }}",
+        " {{ [1, 2] + [3] }} {{ (1, 2) }} {{ {'a': 1} }} {{ 2 ** 10 }} {{ 'ab' * 3 }}"
+        " {{ 7 // 2 }} {{ -3 % 5 }}",
         {},
     ),
     (
@@ -68,7 +71,8 @@ ORDINARY = [
     ),
     (
         "{% for doc in docs|sort(attribute='score', reverse=true) %}{{ doc.title }}{% endfor %}"
-        " {{ docs|map(attribute='title')|join('/') }} {{ docs|selectattr('tags')|map(attribute='title')|list }}"
+        " {{ docs|map(attribute='title')|join('/') }}"
+        " {{ docs|selectattr('tags')|map(attribute='title')|list }}"
         " {{ docs|rejectattr('tags')|list|length }} {{ docs|sum(attribute='score') }} {{ d|dictsort }}"
         " {{ d|items|list }} {{ docs|max(attribute='score') }} {{ [3, 1, 2]|min }} {{ '42'|int + 1 }}"
         " {{ '1.5'|float }} {{ -3|abs }} {{ 'a&b'|e }} {{ '<p>x</p>'|striptags }} {{ 'a b'|urlencode }}"
@@ -76,7 +80,8 @@ ORDINARY = [
         {"docs": DOCS, "d": {"b": 2, "a": 1}, "xs": [1, 2]},
     ),
     (
-        "{% for x in xs if x %}{{ loop.cycle('odd', 'even') }}:{{ x }}{% if loop.changed(x) %}!{% endif %} {% endfor %}"
+        "{% for x in xs if x %}{{ loop.cycle('odd', 'even') }}:{{ x }}"
+        "{% if loop.changed(x) %}!{% endif %} {% endfor %}"
         "{% with y = 2 %}{{ y }}{% endwith %}{{ xs is sequence }} {{ 4 is divisibleby 2 }} {{ 'b' in xs }}"
         " {{ dict(a=1) }} {{ range(3)|list }} {{ x if x is defined else 'undef' }} {{ xs[1:] }}",
         {"xs": ["b", "", "a", "a"]},
@@ -262,6 +267,14 @@ BOMBS = [
         "{% endfor %}{{ ns }}",
         RenderLimitExceeded,
         id="self-referencing-namespaces",
+    ),
+    pytest.param(
+        "{{ range(100000)|select('in', ['x'] * 100000)|list }}", RenderLimitExceeded, id="quadratic-select"
+    ),
+    pytest.param(
+        "{% for i in range(100000) if i in ['x'] * 100000 %}{% endfor %}",
+        RenderLimitExceeded,
+        id="quadratic-loop-filter",
     ),
     pytest.param("{{ range(100000)|join('x' * 100000) }}", RenderLimitExceeded, id="join-separator"),
     pytest.param("{{ 'abc'|replace('', 'x' * 100000) }}", RenderLimitExceeded, id="replace-filter"),

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
+from lockgate.service_errors import Invalid
 from lockgate.store import versions
-from lockgate.store.database import migrate, open_engine
-from lockgate.store.tables import metadata, state_versions
+from lockgate.store.database import (
+    MIGRATIONS,
+    SCHEMA_HEAD,
+    migrate,
+    open_engine,
+    require_current_schema,
+    schema_revision,
+)
+from lockgate.store.tables import control_tokens, eval_runs, metadata, route_history, state_versions
 
 
 @pytest.fixture
@@ -72,7 +81,89 @@ def test_migrate_is_idempotent(engine: sa.Engine) -> None:
         rows = connection.execute(sa.select(state_versions)).all()
         assert sorted(tuple(r) for r in rows) == [("auth", 1), ("routes", 0)]
         head = connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all()
-    assert head == ["0003"]
+    assert head == [SCHEMA_HEAD]
+
+
+def test_the_schema_head_the_code_expects_is_the_newest_migration() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_heads() == [SCHEMA_HEAD]
+
+
+def test_a_store_at_another_schema_is_refused_until_migrated(engine: sa.Engine) -> None:
+    with pytest.raises(Invalid, match="run `lockgate migrate` first"):
+        require_current_schema(engine)
+    _upgrade_to(engine, "0003")
+    assert schema_revision(engine) == "0003"
+    with pytest.raises(Invalid, match="needs 0004: run `lockgate migrate`"):
+        require_current_schema(engine)
+    migrate(engine)
+    require_current_schema(engine)
+    with engine.begin() as connection:
+        connection.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(Invalid, match="newer than this lockgate knows"):
+        require_current_schema(engine)
+
+
+def test_upgrading_to_0004_keeps_data_and_closes_old_gaps(engine: sa.Engine) -> None:
+    """Tokens that never expired get an expiry, client-side eval runs are marked as such, and pointer
+    history starts from today's pointers so rollback targets stay valid."""
+    _upgrade_to(engine, "0003")
+    now = datetime.now(UTC)
+    rows = [
+        ("tenants", {"id": "t1", "name": "default", "disabled": False, "created_at": now}),
+        ("users", {"id": "u1", "name": "erin", "disabled": False, "created_at": now}),
+        ("control_tokens", {"id": "k1", "user_id": "u1", "prefix": "lgc-00000000", "token_hash": "0" * 64}),
+        ("releases", {"id": "rel_a", "tenant_id": "t1", "route": "r", "spec": "{}", "created_by": "erin"}),
+        ("releases", {"id": "rel_b", "tenant_id": "t1", "route": "r", "spec": "{}", "created_by": "erin"}),
+        (
+            "route_pointers",
+            {"tenant_id": "t1", "route": "r", "environment": "prod", "release_id": "rel_b"}
+            | {"previous_release_id": "rel_a", "updated_by": "dan", "updated_at": now},
+        ),
+        (
+            "datasets",
+            {"id": "d1", "tenant_id": "t1", "name": "golden", "version": 1, "sha256": "0" * 64}
+            | {"spec": "{}", "cases": "[]", "created_by": "erin"},
+        ),
+        (
+            "eval_runs",
+            {"id": "run1", "tenant_id": "t1", "release_id": "rel_b", "dataset_id": "d1", "repeats": 1}
+            | {"status": "complete", "settings": "{}", "created_by": "erin", "started_at": now},
+        ),
+    ]
+    with engine.begin() as connection:
+        for name, given in rows:
+            stamped = name in ("control_tokens", "releases", "datasets")
+            values = {**given, "created_at": now} if stamped else given
+            table = sa.table(name, *(sa.column(key) for key in values))
+            connection.execute(table.insert().values(**values))
+    migrate(engine)
+    with engine.connect() as connection:
+        expires = connection.execute(sa.select(control_tokens.c.expires_at)).scalar()
+        origin = connection.execute(sa.select(eval_runs.c.origin)).scalar()
+        history = connection.execute(
+            sa.select(route_history.c.release_id, route_history.c.previous_release_id).order_by(
+                route_history.c.id
+            )
+        ).all()
+    assert expires is not None and timedelta(days=89) < expires - now < timedelta(days=91)
+    assert origin == "client"
+    assert [tuple(h) for h in history] == [("rel_a", None), ("rel_b", "rel_a")]
+
+
+def _upgrade_to(engine: sa.Engine, revision: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
 
 
 def test_fresh_database_has_auth_version_zero(engine: sa.Engine) -> None:

@@ -10,11 +10,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from lockgate.config.loader import LoadedConfig, load_mapping
 from lockgate.gateway.http import create_app
 from lockgate.gateway.runtime import Gateway
 from lockgate.instance import Instance
+from lockgate.server.app import server_app
+from lockgate.services import Services
 from tests.support.processes import free_port
 
 
@@ -69,10 +72,25 @@ class RunningGateway:
 
 @contextmanager
 def run_gateway(instance: Instance, config: LoadedConfig) -> Iterator[RunningGateway]:
+    """The gateway alone (no control API), on a real port."""
     gateway = Gateway(config, instance.engine, instance.pepper)
+    with _serve(create_app(gateway)) as url:
+        yield RunningGateway(url, gateway)
+
+
+@contextmanager
+def run_server(services: Services, instance: Instance, config: LoadedConfig) -> Iterator[RunningGateway]:
+    """The whole server as `lockgate serve` builds it (gateway, control API, eval worker), on a real port."""
+    gateway = Gateway(config, instance.engine, instance.pepper)
+    with _serve(server_app(services, gateway)) as url:
+        yield RunningGateway(url, gateway)
+
+
+@contextmanager
+def _serve(app: ASGIApp) -> Iterator[str]:
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(gateway), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -82,7 +100,7 @@ def run_gateway(instance: Instance, config: LoadedConfig) -> Iterator[RunningGat
             raise RuntimeError("gateway did not start")
         time.sleep(0.02)
     try:
-        yield RunningGateway(f"http://127.0.0.1:{port}", gateway)
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(30)

@@ -97,6 +97,17 @@ class LockgateServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60) -> LockgateServer:
+        """`lockgate migrate`, then `lockgate serve`, as an operator starts a server."""
+        with self.log.open("ab") as log:
+            subprocess.run(
+                [sys.executable, "-m", "lockgate", "migrate"],
+                cwd=self.workdir,
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                check=True,
+                timeout=120,
+            )
         command = [sys.executable, "-m", "lockgate", "serve", "--port", str(self.port)]
         command += ["--workers", str(self.workers)]
         if self.config is not None:

@@ -100,10 +100,13 @@ _ALLOWED_FILTERS: Final = frozenset(
 # such as [[x, x], [x, x]] nested twenty deep is exponential in the template's length.
 _STRINGIFYING_FILTERS: Final = frozenset(
     {
-        "capitalize", "e", "escape", "float", "int", "lower", "string", "striptags", "title",
-        "trim", "truncate", "upper", "urlencode", "wordcount",
+        "capitalize", "e", "escape", "lower", "string", "striptags", "title", "trim", "truncate",
+        "upper", "urlencode", "wordcount",
     }
 )  # fmt: skip
+# These run a test on every item, and a test such as `in` can be linear in its argument; their
+# input is paced so that the deadline is checked per item, not only per item they keep.
+_TESTING_FILTERS: Final = frozenset({"reject", "rejectattr", "select", "selectattr"})
 # These return (part of) an existing value; sizing their result again would only cost time.
 _SELECTING_FILTERS: Final = frozenset({"count", "d", "default", "first", "last", "length", "max", "min"})
 _REFUSED_GLOBALS: Final = frozenset({"lipsum", "cycler", "joiner"})
@@ -277,6 +280,11 @@ class _Budget:
             self.check_size(total)
             yield item
 
+    def pace(self, iterable: Iterable[_T]) -> Iterator[_T]:
+        for item in iterable:
+            self.check_time()
+            yield item
+
     def loop(self, iterable: Any) -> _Counted:
         return _Counted(iterable, self)
 
@@ -367,6 +375,7 @@ _JINJA_FILTERS: Final[Mapping[str, Callable[..., Any]]] = {
 def _bounded_filter(name: str) -> Callable[..., Any]:
     func = _JINJA_FILTERS[name]
     stringifies = name in _STRINGIFYING_FILTERS
+    tests = name in _TESTING_FILTERS
     selects = name in _SELECTING_FILTERS
 
     # pass_context also keeps Jinja from running the filter at compile time on constant arguments,
@@ -377,6 +386,8 @@ def _bounded_filter(name: str) -> Callable[..., Any]:
         budget.check_time()
         if stringifies:
             budget.admit(value)
+        elif tests:
+            value = budget.pace(value)
         result = func(context, value, *args, **kwargs)
         return result if selects else budget.settle(result)
 
