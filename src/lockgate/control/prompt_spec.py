@@ -1,8 +1,10 @@
 """A prompt version as a document: its format, its content hash, its lint rules and how it renders.
 
-Templates are Jinja2 run in a sandbox with strict undefined variables, so a template can neither reach
-Python internals (``{{ ''.__class__ }}``) nor silently render a missing variable as an empty string.
-Variables are checked against the prompt's JSON Schema before any template runs.
+Templates are Jinja2 run in the bounded sandbox of ``templating``, with strict undefined variables, so a
+template can neither reach Python internals (``{{ ''.__class__ }}``), nor silently render a missing
+variable as an empty string, nor spend unbounded time or memory. Constructs the sandbox refuses are
+refused when the prompt is pushed. Variables are checked against the prompt's JSON Schema before any
+template runs.
 """
 
 from __future__ import annotations
@@ -13,16 +15,16 @@ from typing import Any, Literal, Self
 
 import jsonschema
 import orjson
-from jinja2 import StrictUndefined, TemplateError, meta
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import TemplateError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from lockgate.control import templating
 from lockgate.service_errors import Invalid
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 VERSION_PATTERN = r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$"
 
-_TEMPLATES = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+MAX_MESSAGE_CHARS = 100_000
 
 
 class Message(BaseModel):
@@ -76,9 +78,12 @@ class PromptSpec(BaseModel):
     @model_validator(mode="after")
     def _templates_parse(self) -> Self:
         for index, message in enumerate(self.messages, start=1):
+            if len(message.content) > MAX_MESSAGE_CHARS:
+                limit = f"{MAX_MESSAGE_CHARS} characters"
+                raise ValueError(f"message {index} ({message.role}) is longer than {limit}")
             try:
-                _TEMPLATES.parse(message.content)
-            except TemplateError as exc:
+                templating.check_template(message.content)
+            except templating.TemplateRejected as exc:
                 raise ValueError(f"message {index} ({message.role}) is not a valid template: {exc}") from None
         return self
 
@@ -110,8 +115,8 @@ def template_variables(spec: PromptSpec) -> set[str]:
     """Names the templates read from their context, leaving out Jinja's own globals such as ``range``."""
     found: set[str] = set()
     for message in spec.messages:
-        found |= meta.find_undeclared_variables(_TEMPLATES.parse(message.content))
-    return found - set(_TEMPLATES.globals)
+        found |= templating.template_variables(message.content)
+    return found
 
 
 def lint(spec: PromptSpec) -> list[str]:
@@ -142,7 +147,7 @@ def render(spec: PromptSpec, variables: Mapping[str, Any]) -> list[dict[str, str
     messages: list[dict[str, str]] = []
     for index, message in enumerate(spec.messages, start=1):
         try:
-            text = _TEMPLATES.from_string(message.content).render(context)
+            text = templating.compile_template(message.content).render(context)
         except TemplateError as exc:
             raise Invalid(f"message {index} ({message.role}) could not be rendered: {exc}") from None
         messages.append({"role": message.role, "content": text})
