@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
@@ -12,6 +12,7 @@ from starlette.types import ASGIApp
 
 from lockgate import __version__
 from lockgate.api.auth import ControlAuth
+from lockgate.api.deps import authorized
 from lockgate.api.routers import (
     audit,
     datasets,
@@ -44,7 +45,7 @@ def create_control_api(services: Services, max_body_bytes: int = 16 * 1024 * 102
     )
     api.state.services = services
     for module in ROUTERS:
-        api.include_router(module.router, prefix="/api/v1")
+        api.include_router(module.router, prefix="/api/v1", dependencies=[Depends(authorized)])
 
     @api.exception_handler(ControlError)
     async def control_error(_: Request, exc: ControlError) -> JSONResponse:

@@ -14,6 +14,8 @@ from lockgate.security.rbac import Actor
 from lockgate.service_errors import Unauthorized
 from lockgate.services import Services
 
+REDEEM_OPERATION = "invitations.redeem"
+
 
 def services(request: Request) -> Services:
     found: Services = request.app.state.services
@@ -25,6 +27,17 @@ def current_actor(request: Request) -> Actor:
     if not isinstance(actor, Actor):
         raise Unauthorized("missing control token")
     return actor
+
+
+def authorized(request: Request, services: Annotated[Services, Depends(services)]) -> None:
+    """Check the operation against the permission table before the route reads its parameters or body,
+    so a refusal is the same 403 (and audit entry) whatever the request carried. Services check again."""
+    route = request.scope.get("route")
+    operation = getattr(route, "operation_id", None)
+    if operation is None or operation == REDEEM_OPERATION:
+        return
+    tenant = request.path_params.get("tenant")
+    services.authz.require(current_actor(request), operation, tenant, resource=request.url.path)
 
 
 def invitation_code(request: Request) -> str:

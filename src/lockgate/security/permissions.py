@@ -10,6 +10,7 @@ Scopes:
 - ``platform``  one of ``roles`` in the platform tenant (``default``), which owns tenants, users and
                 the audit log
 - ``self``      any authenticated user, acting on what is theirs (their tokens, their own profile)
+- ``invitation``  the holder of an invitation code (redeeming it is how a new user gets a token)
 
 A refusal is audited (outcome ``denied``, action = the operation id) before it is raised.
 """
@@ -31,6 +32,7 @@ class Scope(enum.StrEnum):
     TENANT = "tenant"
     PLATFORM = "platform"
     SELF = "self"
+    INVITATION = "invitation"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,8 @@ class Permission:
             return True
         if self.scope is Scope.SELF:
             return True
+        if self.scope is Scope.INVITATION:
+            return False  # an invitation code is the credential, never a control token
         where = PLATFORM_TENANT if self.scope is Scope.PLATFORM else tenant
         if where is None:
             return False
@@ -53,6 +57,8 @@ class Permission:
     def who(self) -> str:
         if self.scope is Scope.SELF:
             return "any user"
+        if self.scope is Scope.INVITATION:
+            return "the invitation code's holder"
         roles = " or ".join(role.value for role in self.roles)
         return f"{roles} of the platform tenant" if self.scope is Scope.PLATFORM else roles
 
@@ -79,7 +85,7 @@ PERMISSIONS: Mapping[str, Permission] = {
     "tokens.create": _self("a new control token for yourself"),
     "tokens.rotate": _self("replace one of your tokens with a new one"),
     "tokens.revoke": _self("revoke one of your tokens (a platform admin may revoke anyone's)"),
-    "invitations.redeem": _self("turn an invitation code into your own token"),
+    "invitations.redeem": Permission(Scope.INVITATION, (), "turn an invitation code into your own token"),
     "instance.signing_key": _self("the public key evidence and the audit head are signed with"),
     "tenants.list": _self("the tenants you hold a role in (all of them for a platform admin)"),
     # the platform

@@ -19,7 +19,7 @@ from lockgate.security.permissions import Authorizer
 from lockgate.security.rbac import PLATFORM_TENANT, Actor, Role
 from lockgate.service_errors import Conflict, Invalid, NotFound
 from lockgate.store import versions
-from lockgate.store.tables import tenants
+from lockgate.store.tables import memberships, tenants
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
 
@@ -53,7 +53,8 @@ class TenantService:
         self._served = served
 
     def create(self, actor: Actor, name: str, allowed_models: list[str] | None = None) -> Tenant:
-        """Create a tenant (a platform admin's operation)."""
+        """Create a tenant (a platform admin's operation); its creator becomes its first admin, so they
+        can invite its people (and later drop the role with ``users grant``)."""
         self._authz.require(actor, "tenants.create", resource=f"tenant:{name}")
         if not NAME.match(name):
             raise Invalid("tenant names are 1-100 lower-case letters, digits, '.', '_' and '-'")
@@ -78,8 +79,17 @@ class TenantService:
                     created_at=tenant.created_at,
                 )
             )
+            after: dict[str, object] = {"models": tenant.allowed_models}
+            if actor.user_id is not None:
+                # Whoever creates a tenant administers it; otherwise nobody could invite into it.
+                connection.execute(
+                    memberships.insert().values(
+                        user_id=actor.user_id, tenant_id=tenant.id, role=Role.ADMIN.value
+                    )
+                )
+                after["admin"] = actor.name
             versions.bump(connection, versions.AUTH)
-            event = AuditEvent("tenant.create", f"tenant:{name}", after={"models": tenant.allowed_models})
+            event = AuditEvent("tenant.create", f"tenant:{name}", after=after)
             self._audit.append(connection, actor, event)
         return tenant
 
