@@ -23,8 +23,10 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml constraints.txt
 install: $(VENV)/.installed-local
 install-dev: $(VENV)/.installed-dev
 
-## serve: install and start the gateway on the embedded defaults (SQLite + local Gemma 3 270M)
+## serve: install, create or upgrade the store, and start the server on the embedded defaults
+## (SQLite + local Gemma 3 270M). Another data directory: LOCKGATE_DATA_DIR=... make serve
 serve: install
+	$(BIN)/lockgate migrate
 	$(BIN)/lockgate serve $(ARGS)
 
 ## test: install everything and run lint, type checks and the whole test suite

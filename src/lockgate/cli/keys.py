@@ -26,6 +26,7 @@ def keys() -> None:
     default=None,
     help="Pin the key to this environment's releases for route: calls (default: unpinned, prod).",
 )
+@click.option("--quiet", "-q", is_flag=True, help="Print only the key.")
 @connected
 def create(
     tenant: str,
@@ -34,6 +35,7 @@ def create(
     expires_in: str | None,
     role: str,
     environment: str | None,
+    quiet: bool,
     client: Client,
 ) -> None:
     """Create a key; its secret is printed once."""
@@ -45,6 +47,9 @@ def create(
         "environment": environment,
     }
     issued = client.post(tenant_path(tenant, "keys"), body)
+    if quiet:
+        click.echo(issued["key"])
+        return
     click.echo(f"id:      {issued['id']}")
     click.echo(f"prefix:  {issued['prefix']}")
     click.echo(f"expires: {when(issued['expires_at'])}")

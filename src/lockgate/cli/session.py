@@ -15,8 +15,12 @@ from lockgate.cli.options import connected, emit_json, fail, json_option
     "--invite", "invitation", default=None, help="An invitation code (lgi-...): redeem it for your token."
 )
 @click.option("--profile", default="default", show_default=True, help="Save as this profile.")
-def login(url: str, token: str | None, invitation: str | None, profile: str) -> None:
-    """Check a token (or redeem an invitation) against the server and save it as a profile (0600)."""
+@click.option("--use", "use", is_flag=True, help="Make it the current profile (the first one saved always is).")
+def login(url: str, token: str | None, invitation: str | None, profile: str, use: bool) -> None:
+    """Check a token (or redeem an invitation) against the server and save it as a profile (0600).
+
+    Commands use the current profile unless LOCKGATE_PROFILE or --profile names another.
+    """
     if (token is None) == (invitation is None):
         raise click.UsageError("give --token TOKEN or --invite CODE")
     try:
@@ -30,9 +34,12 @@ def login(url: str, token: str | None, invitation: str | None, profile: str) -> 
     except ClientError as exc:
         fail(exc.message)
     assert token is not None
-    path = save_profile(profile, Profile(client.url, token))
+    path = save_profile(profile, Profile(client.url, token), make_current=use)
+    current, _ = load_profiles()
     roles = ", ".join(f"{t}: {'+'.join(r)}" for t, r in sorted(me["roles"].items())) or "no roles yet"
     click.echo(f"logged in to {client.url} as {me['name']} ({roles}); profile {profile!r} saved in {path}")
+    if current != profile:
+        click.echo(f"the current profile is still {current!r}: use LOCKGATE_PROFILE={profile} or --use", err=True)
 
 
 @click.command()

@@ -2,12 +2,14 @@
 
 Gateway workers keep keys, tenants and route pointers in memory. One task per worker polls the
 ``state_versions`` table (a single small query, off the request path) and reloads whatever changed,
-so a change made by any process reaches every worker within one polling interval plus a reload.
+so a change made by any process reaches every worker within one polling interval plus a reload. A
+change made through this process's own control API ``wake``s the watcher, so it applies at once here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -32,7 +34,13 @@ class ChangeWatcher:
         self._engine = engine
         self._interval = interval
         self._watched: list[_Watched] = []
+        self._woken: asyncio.Event | None = None
         self.last_ok = 0.0
+
+    def wake(self) -> None:
+        """Poll now instead of at the next interval (call from the watcher's event loop)."""
+        if self._woken is not None:
+            self._woken.set()
 
     def watch(self, name: str, loaded: Callable[[], int], reload: Callable[[Engine], None]) -> None:
         """``loaded`` returns the version the in-memory copy reflects; ``reload`` rebuilds it."""
@@ -50,8 +58,11 @@ class ChangeWatcher:
         self.last_ok = time.monotonic()
 
     async def run(self) -> None:
+        self._woken = asyncio.Event()
         while True:
-            await asyncio.sleep(self._interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), self._interval)
+            self._woken.clear()
             try:
                 await self.poll_once()
             except Exception:
