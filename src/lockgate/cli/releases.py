@@ -71,14 +71,24 @@ def show(release_id: str, tenant: str, client: Client) -> None:
 
 @releases.command("list")
 @click.option("--route", default=None)
+@click.option("--git-commit", default=None, help="Only releases built from this commit.")
+@click.option("--ids", "ids_only", is_flag=True, help="Print only the ids, oldest first.")
 @tenant_option
 @json_option
 @connected
-def list_releases(route: str | None, tenant: str, as_json: bool, client: Client) -> None:
+def list_releases(
+    route: str | None, git_commit: str | None, ids_only: bool, tenant: str, as_json: bool, client: Client
+) -> None:
     """List releases and where each environment points."""
     found = client.get(tenant_path(tenant, "releases"), route=route)
+    if git_commit is not None:
+        found = [r for r in found if r["git_commit"] == git_commit]
     if as_json:
         emit_json(found)
+        return
+    if ids_only:
+        for r in found:
+            click.echo(r["id"])
         return
     where: dict[str, list[str]] = {}
     for p in client.get(tenant_path(tenant, "routes"), route=route):
