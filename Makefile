@@ -42,10 +42,12 @@ typecheck: install-dev
 unit: install-dev
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-## bench: gateway overhead vs direct upstream (needs wrk and hey from Debian)
+## bench: gateway overhead vs direct upstream (needs wrk and hey from Debian), then the server's
+## start-up time and idle memory and the CLI's latency
 bench: install-dev
 	command -v wrk >/dev/null && command -v hey >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk hey)
 	$(BIN)/python -m bench.overhead $(ARGS)
+	$(BIN)/python -m bench.footprint
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -184,7 +184,9 @@ class Bench:
         config.write_text(CONFIG.format(port=self.stub_port, model=MODEL), encoding="utf-8")
         log = home / "serve.log"
         exe = Path(sys.executable).with_name("lockgate")
-        args = [str(exe if exe.exists() else "lockgate"), "serve", "--config", str(config)]
+        lockgate = str(exe if exe.exists() else "lockgate")
+        subprocess.run([lockgate, "migrate"], cwd=home, check=True, capture_output=True, timeout=120)
+        args = [lockgate, "serve", "--config", str(config)]
         args += ["--port", str(self.gateway_port), "--workers", str(self.args.workers)]
         self.gateway = self.children.spawn(args, output=log, cwd=home)
 

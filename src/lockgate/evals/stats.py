@@ -20,10 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import fmean
 
-import numpy as np
-
-# scipy.stats is imported where it is used: it costs half a second, and every CLI command imports
-# this module while only eval commands compute intervals.
+# numpy and scipy.stats are imported where they are used: together they are a large part of the
+# server's start-up, and only finishing an eval run computes intervals.
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +44,7 @@ class McNemar:
 
 def percentile(values: Sequence[float], q: float) -> float:
     """The ``q``-th percentile (0-100) with linear interpolation; 0.0 for no values."""
+    import numpy as np
     if not values:
         return 0.0
     return float(np.percentile(np.asarray(values, dtype=float), q))
@@ -53,6 +52,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> Interval:
     """Student-t confidence interval of the mean of ``values``."""
+    import numpy as np
     _check_confidence(confidence)
     data = np.asarray(values, dtype=float)
     if data.size == 0:
@@ -70,6 +70,7 @@ def bootstrap_ci(
     values: Sequence[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0
 ) -> Interval:
     """Percentile-bootstrap confidence interval of the mean; the same seed gives the same interval."""
+    import numpy as np
     _check_confidence(confidence)
     if resamples < 1:
         raise ValueError(f"resamples must be at least 1, got {resamples}")
@@ -100,6 +101,7 @@ def paired_bootstrap(
     seed: int = 0,
 ) -> Interval:
     """Bootstrap interval of mean(candidate - baseline), resampling the pairs together."""
+    import numpy as np
     _check_paired(len(candidate), len(baseline))
     differences = np.asarray(candidate, dtype=float) - np.asarray(baseline, dtype=float)
     return bootstrap_ci(differences.tolist(), confidence, resamples, seed)

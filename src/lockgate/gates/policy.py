@@ -41,9 +41,6 @@ from importlib.resources import files
 from typing import Any
 from urllib.parse import urlsplit
 
-from regopy import Interpreter, LogLevel, RegoError
-from regopy.rego_shared import rego_get_error
-
 from lockgate.security.audit import canonical
 from lockgate.service_errors import Invalid
 
@@ -193,6 +190,9 @@ def _test_rules(tests: Mapping[str, str]) -> list[str]:
 
 
 def _interpreter(modules: Mapping[str, str]) -> Any:
+    # regopy is imported on first use: the server starts without it and most processes never decide.
+    from regopy import Interpreter, LogLevel
+
     interpreter = Interpreter()
     interpreter.log_level = LogLevel.NONE
     interpreter.strict_built_in_errors = True
@@ -202,6 +202,8 @@ def _interpreter(modules: Mapping[str, str]) -> Any:
 
 
 def _call(action: Callable[[], object], failure: str, modules: Mapping[str, str]) -> None:
+    from regopy import RegoError
+
     try:
         action()
     except RegoError as error:
@@ -215,6 +217,8 @@ def _query(interpreter: Any, query: str, modules: Mapping[str, str]) -> list[Any
     error tree instead of JSON; the rest as a failed output, described either by the interpreter's last
     error or by the output's error nodes (whose text must not be read when the interpreter has one).
     """
+    from regopy import RegoError
+
     try:
         output = interpreter.query(query)
     except RegoError as error:
@@ -228,6 +232,8 @@ def _query(interpreter: Any, query: str, modules: Mapping[str, str]) -> list[Any
 
 
 def _output_error(interpreter: Any, output: Any, modules: Mapping[str, str]) -> str:
+    from regopy.rego_shared import rego_get_error
+
     message = str(rego_get_error(interpreter._impl))
     if message:
         hint = _WHOLE_INPUT_HINT if "rego-localref" in message else ""

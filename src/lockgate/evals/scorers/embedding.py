@@ -24,7 +24,6 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import numpy as np
 import orjson
 from pydantic import Field
 
@@ -44,6 +43,8 @@ _WORKER_ENVIRONMENT = {
 
 
 def cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    import numpy as np  # here, not at the top: the server imports scorers at start and rarely embeds
+
     left, right = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     norms = float(np.linalg.norm(left) * np.linalg.norm(right))
     return float(left @ right) / norms if norms else 0.0
