@@ -15,7 +15,7 @@ from lockgate.cli.options import connected, emit_json, fail, json_option
     "--invite", "invitation", default=None, help="An invitation code (lgi-...): redeem it for your token."
 )
 @click.option("--profile", default="default", show_default=True, help="Save as this profile.")
-@click.option("--use", "use", is_flag=True, help="Make it the current profile (the first one saved always is).")
+@click.option("--use", "use", is_flag=True, help="Make it the current profile (the first one always is).")
 def login(url: str, token: str | None, invitation: str | None, profile: str, use: bool) -> None:
     """Check a token (or redeem an invitation) against the server and save it as a profile (0600).
 
@@ -39,7 +39,8 @@ def login(url: str, token: str | None, invitation: str | None, profile: str, use
     roles = ", ".join(f"{t}: {'+'.join(r)}" for t, r in sorted(me["roles"].items())) or "no roles yet"
     click.echo(f"logged in to {client.url} as {me['name']} ({roles}); profile {profile!r} saved in {path}")
     if current != profile:
-        click.echo(f"the current profile is still {current!r}: use LOCKGATE_PROFILE={profile} or --use", err=True)
+        hint = f"use LOCKGATE_PROFILE={profile} or --use"
+        click.echo(f"the current profile is still {current!r}: {hint}", err=True)
 
 
 @click.command()
