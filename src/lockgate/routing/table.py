@@ -6,6 +6,7 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from lockgate.config.schema import GatewayConfig
 from lockgate.providers.base import Provider, ProviderSettings
@@ -47,18 +48,33 @@ class Deployment:
         return (input_tokens * self.input_price_per_1m + output_tokens * self.output_price_per_1m) / 1_000_000
 
     def describe(self) -> dict[str, Any]:
-        """What answers through this deployment, as configured; secrets are dumped masked."""
+        """What answers through this deployment, as configured. Secret fields dump masked, and a URL's
+        user and password are dropped: this goes into eval runs and evidence that viewers read."""
+        settings = {
+            key: _without_userinfo(value)
+            for key, value in self.provider.settings.model_dump(mode="json").items()
+        }
         return {
             "name": self.name,
             "model": self.model,
             "upstream_model": self.upstream_model,
             "provider": self.provider.name,
-            "settings": self.provider.settings.model_dump(mode="json"),
+            "settings": settings,
             "timeout": self.timeout,
             "input_price_per_1m": self.input_price_per_1m,
             "output_price_per_1m": self.output_price_per_1m,
             "context_window": self.context_window,
         }
+
+
+def _without_userinfo(value: Any) -> Any:
+    if isinstance(value, str) and "@" in value and "://" in value:
+        parts = urlsplit(value)
+        if parts.username is not None or parts.password is not None:
+            host = parts.hostname or ""
+            netloc = f"{host}:{parts.port}" if parts.port is not None else host
+            return urlunsplit(parts._replace(netloc=netloc))
+    return value
 
 
 @dataclass(frozen=True, slots=True)
