@@ -1,4 +1,7 @@
-"""``lockgate config check FILE``: a summary and exit 0 on a good file, one line per problem and exit 1."""
+"""``lockgate config check FILE``: a summary and exit 0 on a good file, one line per problem and exit 1.
+
+A local check: it runs with no server, no token and no data directory.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +9,8 @@ import re
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from lockgate.cli.main import cli
+from tests.support.cli import Cli
 
 GOOD = """\
 providers:
@@ -48,23 +50,23 @@ routing:
 
 
 @pytest.fixture
-def runner() -> CliRunner:
-    return CliRunner()
+def offline(tmp_path: Path) -> Cli:
+    return Cli("", None, tmp_path)
 
 
-def test_good_file_prints_a_summary(runner: CliRunner, tmp_path: Path) -> None:
+def test_good_file_prints_a_summary(offline: Cli, tmp_path: Path) -> None:
     path = tmp_path / "lockgate.yaml"
     path.write_text(GOOD)
-    result = runner.invoke(cli, ["config", "check", str(path)])
+    result = offline("config", "check", str(path))
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == f"{path}: ok (2 providers, 2 models, 3 deployments, 1 tenants)"
     assert result.stderr == ""
 
 
-def test_bad_file_prints_each_problem_and_exits_1(runner: CliRunner, tmp_path: Path) -> None:
+def test_bad_file_prints_each_problem_and_exits_1(offline: Cli, tmp_path: Path) -> None:
     path = tmp_path / "lockgate.yaml"
     path.write_text(BAD)
-    result = runner.invoke(cli, ["config", "check", str(path)])
+    result = offline("config", "check", str(path))
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert all(re.fullmatch(rf"{re.escape(str(path))}:\d+: [\w.\[\]]+: .+", line) for line in lines), lines
@@ -75,25 +77,26 @@ def test_bad_file_prints_each_problem_and_exits_1(runner: CliRunner, tmp_path: P
     assert "ok (" not in result.output
 
 
-def test_provider_problems_are_listed_too(runner: CliRunner, tmp_path: Path) -> None:
+def test_provider_problems_are_listed_too(offline: Cli, tmp_path: Path) -> None:
     path = tmp_path / "lockgate.yaml"
     path.write_text(GOOD.replace("  other:\n", "  other:\n    colour: red\n"))
-    result = runner.invoke(cli, ["config", "check", str(path)])
+    result = offline("config", "check", str(path))
     assert result.exit_code == 1
     assert result.stderr.strip() == f"{path}:6: providers.other.colour: unknown field"
 
 
-def test_invalid_yaml_exits_1_with_line(runner: CliRunner, tmp_path: Path) -> None:
+def test_invalid_yaml_exits_1_with_line(offline: Cli, tmp_path: Path) -> None:
     path = tmp_path / "lockgate.yaml"
     path.write_text("routing:\n  retries: 1\n  cooldown: 2: 3\n")
-    result = runner.invoke(cli, ["config", "check", str(path)])
+    result = offline("config", "check", str(path))
     assert result.exit_code == 1
     assert result.stderr.startswith(f"{path}:3: (top level): invalid YAML")
+    assert "Traceback" not in result.output
 
 
-def test_missing_file_exits_1(runner: CliRunner, tmp_path: Path) -> None:
+def test_missing_file_exits_1(offline: Cli, tmp_path: Path) -> None:
     path = tmp_path / "absent.yaml"
-    result = runner.invoke(cli, ["config", "check", str(path)])
+    result = offline("config", "check", str(path))
     assert result.exit_code == 1
     assert result.stderr.startswith(f"{path}: ")
     assert "cannot read" in result.stderr

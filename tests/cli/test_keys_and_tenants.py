@@ -1,67 +1,43 @@
-"""``lockgate tenants`` and ``lockgate keys`` against a real store (SQLite and PostgreSQL)."""
+"""``lockgate tenants`` and ``lockgate keys`` as a client of a running server (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
+import orjson
 import sqlalchemy as sa
-from click.testing import CliRunner, Result
 
-from lockgate.cli.main import cli
 from lockgate.instance import Instance
 from lockgate.security.apikeys import digest
+from lockgate.security.rbac import Actor, Role
+from lockgate.services import Services
 from lockgate.store.tables import api_keys
+from tests.support.cli import Cli
+from tests.support.people import token_of
 
 KEY_LINE = re.compile(r"^key:\s+(?P<key>lg-[0-9a-f]{8}-\S+)$", re.MULTILINE)
 PREFIX_LINE = re.compile(r"^prefix:\s+(?P<prefix>lg-[0-9a-f]{8})$", re.MULTILINE)
 
 
-class Cli:
-    def __init__(self, instance: Instance) -> None:
-        self.instance = instance
-        self.runner = CliRunner()
-
-    def __call__(self, *args: str) -> Result:
-        return self.runner.invoke(cli, [*args, "--data-dir", str(self.instance.data)])
-
-    def ok(self, *args: str) -> Result:
-        result = self(*args)
-        assert result.exit_code == 0, result.output
-        return result
-
-    def json(self, *args: str) -> Any:
-        """The listing without what first start created (tenant ``default``, the bootstrap admin key)."""
-        items = json.loads(self.ok(*args, "--json").stdout)
-        return [i for i in items if i.get("name") not in ("default", "bootstrap admin")]
-
-
-@pytest.fixture
-def run(instance: Instance, admin_token: str) -> Cli:
-    """The CLI acting as the bootstrap admin (LOCKGATE_TOKEN is exported by ``admin_token``)."""
-    return Cli(instance)
-
-
-def test_mutations_need_a_control_token(run: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("LOCKGATE_TOKEN")
-    result = run("tenants", "create", "acme")
-    assert result.exit_code == 1
-    assert "missing control token" in result.output
-    result = run("keys", "create", "--tenant", "default", "--token", "lgc-00000000-forged")
-    assert result.exit_code == 1
-    assert "invalid control token" in result.output
-
-
-def create_key(run: Cli, *args: str) -> tuple[str, str]:
-    result = run.ok("keys", "create", *args)
+def create_key(cli: Cli, *args: str) -> tuple[str, str]:
+    result = cli.ok("keys", "create", *args)
     key = KEY_LINE.search(result.stdout)
     prefix = PREFIX_LINE.search(result.stdout)
     assert key is not None, result.stdout
     assert prefix is not None, result.stdout
     return key["key"], prefix["prefix"]
+
+
+def keys(cli: Cli, tenant: str) -> list[dict[str, Any]]:
+    """The tenant's keys, without the admin key first start made in ``default``."""
+    listed: list[dict[str, Any]] = cli.json("keys", "list", "--tenant", tenant)
+    return [k for k in listed if k["name"] != "bootstrap admin"]
+
+
+def tenant_names(cli: Cli) -> list[str]:
+    return sorted(t["name"] for t in cli.json("tenants", "list"))
 
 
 def dump_database(engine: sa.Engine) -> str:
@@ -77,45 +53,73 @@ def dump_database(engine: sa.Engine) -> str:
     return "\n".join(parts)
 
 
-def test_tenants_create_and_list(run: Cli) -> None:
-    created = run.ok("tenants", "create", "acme", "--model", "m", "--model", "m2")
-    assert created.stdout.startswith("created tenant acme (ten_")
-    run.ok("tenants", "create", "beta")
+def test_commands_need_a_valid_control_token(cli: Cli) -> None:
+    missing = cli.as_(None).fails("tenants", "create", "acme")
+    assert "missing control token" in missing.stderr
+    assert "lockgate login" in missing.stderr
+    forged = cli.fails("keys", "create", "--token", "lgc-00000000-forged")
+    assert "invalid control token" in forged.stderr
+    assert "key:" not in forged.stdout
+    assert "Traceback" not in missing.output + forged.output
+    assert tenant_names(cli) == ["default"]
+    assert keys(cli, "default") == []
 
-    listing = run.ok("tenants", "list").stdout.splitlines()
+
+def test_tenants_create_and_list(cli: Cli) -> None:
+    created = cli.ok("tenants", "create", "acme", "--model", "m", "--model", "other")
+    assert created.stdout.startswith("created tenant acme (ten_")
+    cli.ok("tenants", "create", "beta")
+
+    listing = cli.ok("tenants", "list").stdout.splitlines()
     assert listing[0].split() == ["NAME", "ID", "CREATED", "MODELS"]
     rows = {line.split()[0]: line.split() for line in listing[1:]}
     assert set(rows) == {"acme", "beta", "default"}  # default: created on first start
-    assert rows["acme"][-1] == "m,m2"
+    assert rows["acme"][-1] == "m,other"
     assert rows["beta"][-1] == "*"
 
-    as_json = run.json("tenants", "list")
-    by_name = {t["name"]: t for t in as_json}
-    assert by_name["acme"]["allowed_models"] == ["m", "m2"]
+    by_name = {t["name"]: t for t in cli.json("tenants", "list")}
+    assert by_name["acme"]["allowed_models"] == ["m", "other"]
     assert by_name["beta"]["allowed_models"] is None
-    assert by_name["acme"]["disabled"] is False
     assert by_name["acme"]["id"].startswith("ten_")
     assert by_name["acme"]["id"] in created.stdout
 
-
-def test_duplicate_tenant_is_refused(run: Cli) -> None:
-    run.ok("tenants", "create", "acme")
-    result = run("tenants", "create", "acme")
-    assert result.exit_code != 0
-    assert "tenant 'acme' already exists" in result.stderr
-    assert len(run.json("tenants", "list")) == 1
+    # Whoever creates a tenant administers it: they can issue its keys and invite its people at once.
+    assert cli.json("whoami")["roles"]["acme"] == ["admin"]
+    create_key(cli, "--tenant", "acme")
 
 
-def test_invalid_tenant_name_is_refused(run: Cli) -> None:
-    result = run("tenants", "create", "Acme Corp")
-    assert result.exit_code != 0
-    assert "lower-case" in result.stderr
-    assert run.json("tenants", "list") == []
+def test_refused_tenants_name_the_reason(cli: Cli) -> None:
+    cli.ok("tenants", "create", "acme")
+    duplicate = cli.fails("tenants", "create", "acme")
+    assert "tenant 'acme' already exists" in duplicate.stderr
+    invalid = cli.fails("tenants", "create", "Acme Corp")
+    assert invalid.stderr.startswith("Error: name: ")
+    unknown = cli.fails("tenants", "create", "beta", "--model", "gpt-9")
+    assert "unknown model(s) gpt-9; this gateway serves m, other" in unknown.stderr
+    assert tenant_names(cli) == ["acme", "default"]
 
 
-def test_key_create_prints_the_key_once_and_list_never_shows_it(run: Cli) -> None:
-    run.ok("tenants", "create", "acme", "--model", "m")
-    result = run.ok("keys", "create", "--tenant", "acme", "--expires-in", "30d", "--model", "m")
+def test_a_viewer_is_refused_and_the_refusal_is_audited(cli: Cli, services: Services, admin: Actor) -> None:
+    viewer = cli.as_(token_of(services, admin, "vic", Role.VIEWER))
+    key = viewer.fails("keys", "create", "--role", "admin", "--name", "backdoor")
+    assert "vic may not keys.create in tenant 'default': it needs admin" in key.stderr
+    assert "key:" not in key.stdout
+    tenant = viewer.fails("tenants", "create", "evil")
+    assert "vic may not tenants.create: it needs admin of the platform tenant" in tenant.stderr
+    assert "Traceback" not in key.output + tenant.output
+
+    assert keys(cli, "default") == []
+    assert tenant_names(cli) == ["default"]
+    for action in ("keys.create", "tenants.create"):
+        entries = cli.json("audit", "show", "--action", action)
+        assert [(e["actor"], e["outcome"]) for e in entries] == [("vic", "denied")]
+    table = cli.ok("audit", "show", "--limit", "5").stdout
+    assert re.search(r"\bvic\s+tenants\.create\s+denied\b", table), table
+
+
+def test_key_create_prints_the_key_once_and_list_never_shows_it(cli: Cli) -> None:
+    cli.ok("tenants", "create", "acme", "--model", "m")
+    result = cli.ok("keys", "create", "--tenant", "acme", "--expires-in", "30d", "--model", "m")
     match = KEY_LINE.search(result.stdout)
     assert match is not None
     key = match["key"]
@@ -132,79 +136,81 @@ def test_key_create_prints_the_key_once_and_list_never_shows_it(run: Cli) -> Non
     expires_at = datetime.strptime(expires[1], "%Y-%m-%d %H:%M:%SZ").replace(tzinfo=UTC)
     assert abs(expires_at - (datetime.now(UTC) + timedelta(days=30))) < timedelta(minutes=1)
 
-    table = run.ok("keys", "list").stdout
+    table = cli.ok("keys", "list", "--tenant", "acme").stdout
+    assert table.splitlines()[0].split() == ["ID", "PREFIX", "ENV", "ROLE", "STATUS", "EXPIRES", "MODELS"]
     assert prefix in table
     assert secret not in table
     row = next(line for line in table.splitlines() if prefix in line).split()
-    assert row[2:5] == ["acme", "client", "active"]
+    assert row[2:5] == ["-", "client", "active"]
     assert row[-1] == "m"
 
-    listed = run.json("keys", "list")
+    listed = keys(cli, "acme")
     assert len(listed) == 1
     assert listed[0]["prefix"] == prefix
     assert listed[0]["tenant"] == "acme"
     assert listed[0]["allowed_models"] == ["m"]
     assert listed[0]["status"] == "active"
-    assert secret not in json.dumps(listed)
+    assert secret not in orjson.dumps(listed).decode()
 
 
-def test_keys_list_filters_by_tenant(run: Cli) -> None:
-    run.ok("tenants", "create", "acme")
-    run.ok("tenants", "create", "beta")
-    _, acme_prefix = create_key(run, "--tenant", "acme")
-    _, beta_prefix = create_key(run, "--tenant", "beta")
-    assert [k["prefix"] for k in run.json("keys", "list", "--tenant", "acme")] == [acme_prefix]
-    assert [k["prefix"] for k in run.json("keys", "list")] == [acme_prefix, beta_prefix]
+def test_a_key_reaches_only_what_its_tenant_allows(cli: Cli) -> None:
+    cli.ok("tenants", "create", "acme", "--model", "m")
+    refused = cli.fails("keys", "create", "--tenant", "acme", "--model", "other")
+    assert "other" in refused.stderr
+    assert "key:" not in refused.stdout
+    pinned = cli.ok("keys", "create", "--tenant", "acme", "--model", "route:support", "--env", "stage")
+    assert KEY_LINE.search(pinned.stdout) is not None
+    [listed] = keys(cli, "acme")
+    assert (listed["allowed_models"], listed["environment"]) == (["route:support"], "stage")
 
 
-def test_revoke_by_prefix(run: Cli) -> None:
-    run.ok("tenants", "create", "acme")
-    _, prefix = create_key(run, "--tenant", "acme")
-    _, other = create_key(run, "--tenant", "acme")
-    result = run.ok("keys", "revoke", prefix)
+def test_keys_list_shows_one_tenant(cli: Cli) -> None:
+    cli.ok("tenants", "create", "acme")
+    cli.ok("tenants", "create", "beta")
+    _, acme_prefix = create_key(cli, "--tenant", "acme")
+    _, beta_prefix = create_key(cli, "--tenant", "beta")
+    assert [k["prefix"] for k in keys(cli, "acme")] == [acme_prefix]
+    assert [k["prefix"] for k in keys(cli, "beta")] == [beta_prefix]
+    assert keys(cli, "default") == []
+
+
+def test_revoke_by_prefix_and_by_id(cli: Cli) -> None:
+    cli.ok("tenants", "create", "acme")
+    _, prefix = create_key(cli, "--tenant", "acme")
+    _, other = create_key(cli, "--tenant", "acme")
+    result = cli.ok("keys", "revoke", prefix, "--tenant", "acme")
     assert result.stdout.startswith("revoked key_")
     assert prefix in result.stdout
-    statuses = {k["prefix"]: (k["status"], k["revoked_at"]) for k in run.json("keys", "list")}
+    statuses = {k["prefix"]: (k["status"], k["revoked_at"]) for k in keys(cli, "acme")}
     assert statuses[prefix][0] == "revoked"
     assert statuses[prefix][1] is not None
     assert statuses[other] == ("active", None)
 
-
-def test_revoke_by_id_and_twice_keeps_the_first_time(run: Cli) -> None:
-    run.ok("tenants", "create", "acme")
-    create_key(run, "--tenant", "acme")
-    key_id = run.json("keys", "list")[0]["id"]
-    run.ok("keys", "revoke", key_id)
-    first = run.json("keys", "list")[0]["revoked_at"]
-    run.ok("keys", "revoke", key_id)
-    assert run.json("keys", "list")[0]["revoked_at"] == first
+    # Revoking again (by id this time) keeps the first revocation time.
+    key_id = next(k["id"] for k in keys(cli, "acme") if k["prefix"] == prefix)
+    cli.ok("keys", "revoke", key_id, "--tenant", "acme")
+    assert {k["prefix"]: k["revoked_at"] for k in keys(cli, "acme")}[prefix] == statuses[prefix][1]
 
 
-def test_revoke_unknown_key_is_an_error(run: Cli) -> None:
-    result = run("keys", "revoke", "lg-00000000")
-    assert result.exit_code != 0
-    assert "no key with id or prefix 'lg-00000000'" in result.stderr
+def test_unknown_keys_and_tenants_are_errors(cli: Cli) -> None:
+    unknown_key = cli.fails("keys", "revoke", "lg-00000000")
+    assert "no key with id or prefix 'lg-00000000' in tenant 'default'" in unknown_key.stderr
+    # Nobody holds a role in a tenant that does not exist, so the answer does not say whether it does.
+    unknown_tenant = cli.fails("keys", "create", "--tenant", "nope")
+    assert "admin may not keys.create in tenant 'nope'" in unknown_tenant.stderr
+    assert "key:" not in unknown_tenant.stdout
 
 
-def test_key_for_unknown_tenant_is_an_error(run: Cli) -> None:
-    result = run("keys", "create", "--tenant", "nope")
-    assert result.exit_code != 0
-    assert "unknown tenant 'nope'" in result.stderr
-    assert "key:" not in result.stdout
-
-
-def test_bad_expiry_is_a_usage_error(run: Cli) -> None:
-    run.ok("tenants", "create", "acme")
-    result = run("keys", "create", "--tenant", "acme", "--expires-in", "3x")
-    assert result.exit_code == 2
+def test_bad_expiry_is_a_usage_error(cli: Cli) -> None:
+    result = cli.fails("keys", "create", "--expires-in", "3x", code=2)
     assert "30d" in result.stderr
     assert "key:" not in result.stdout
-    assert run.json("keys", "list") == []
+    assert keys(cli, "default") == []
 
 
-def test_store_holds_only_a_peppered_hash(run: Cli, instance: Instance) -> None:
-    run.ok("tenants", "create", "acme", "--model", "m")
-    key, prefix = create_key(run, "--tenant", "acme", "--expires-in", "30d", "--model", "m")
+def test_store_holds_only_a_peppered_hash(cli: Cli, instance: Instance) -> None:
+    cli.ok("tenants", "create", "acme", "--model", "m")
+    key, prefix = create_key(cli, "--tenant", "acme", "--expires-in", "30d", "--model", "m")
     secret = key.removeprefix(prefix + "-")
     assert len(secret) >= 40
 

@@ -1,55 +1,24 @@
-"""``lockgate models`` against a real store (SQLite and PostgreSQL), acting with control tokens."""
+"""``lockgate models`` as a client of a running server (SQLite and PostgreSQL), acting with control tokens."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
-from click.testing import CliRunner, Result
 
-from lockgate.cli.models import models
-from lockgate.instance import Instance
-from lockgate.security.rbac import Role
-
-
-class Models:
-    """``lockgate models ...`` as a given user; ``cli/main.py`` mounts the same group."""
-
-    def __init__(self, instance: Instance) -> None:
-        self.instance = instance
-        self.runner = CliRunner()
-
-    def __call__(self, *args: str, token: str | None = None) -> Result:
-        env = {"LOCKGATE_TOKEN": token}
-        return self.runner.invoke(models, [*args, "--data-dir", str(self.instance.data)], env=env)
-
-    def ok(self, *args: str, token: str | None = None) -> Result:
-        result = self(*args, token=token)
-        assert result.exit_code == 0, result.output
-        return result
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.ok(*args, "--json").stdout)
+from lockgate.security.rbac import Actor, Role
+from lockgate.services import Services
+from tests.support.cli import Cli
+from tests.support.people import token_of
 
 
 @pytest.fixture
-def run(instance: Instance) -> Models:
-    return Models(instance)
-
-
-@pytest.fixture
-def tokens(instance: Instance) -> dict[str, str]:
-    if "default" not in {t.name for t in instance.tenants.list()}:
-        instance.tenants.create("default")
-    users = instance.users
-    users.create(None, "root", {"default": [Role.ADMIN]})
-    root = users.issue_token(None, "root").secret
-    admin = users.authenticate(root)
-    users.create(admin, "eddie", {"default": [Role.EDITOR]})
-    return {"root": root, "eddie": users.issue_token(admin, "eddie").secret}
+def eddie(cli: Cli, services: Services, admin: Actor) -> Cli:
+    """An editor of tenant ``default``; ``cli`` itself acts as the admin."""
+    return cli.as_(token_of(services, admin, "eddie", Role.EDITOR))
 
 
 def write_card(directory: Path, version: str, **extra: Any) -> str:
@@ -57,7 +26,7 @@ def write_card(directory: Path, version: str, **extra: Any) -> str:
     card = {
         "name": "support-llm",
         "version": version,
-        "gateway_model": f"support-{version}",
+        "gateway_model": "m",
         "provider": "anthropic",
         "license": "proprietary",
         "intended_use": "answering support tickets",
@@ -69,111 +38,110 @@ def write_card(directory: Path, version: str, **extra: Any) -> str:
     return str(path)
 
 
-def test_register_show_list_alias_retire_round_trip(
-    run: Models, tokens: dict[str, str], tmp_path: Path
-) -> None:
-    eddie, root = tokens["eddie"], tokens["root"]
-    registered = run.ok("register", write_card(tmp_path, "2025-06-01"), token=eddie)
-    assert registered.stdout == "registered support-llm:2025-06-01 in tenant default (active)\n"
-    run.ok("register", write_card(tmp_path, "2025-07-01"), "--tenant", "default", token=eddie)
+def versions(cli: Cli) -> dict[str, str]:
+    return {m["version"]: m["status"] for m in cli.json("models", "list")}
 
-    moved = run.ok("alias", "support-llm", "champion", "2025-06-01", token=eddie)
+
+def test_register_show_list_alias_retire_round_trip(cli: Cli, eddie: Cli, tmp_path: Path) -> None:
+    registered = eddie.ok("models", "register", write_card(tmp_path, "2025-06-01"))
+    assert registered.stdout == "registered support-llm:2025-06-01 in tenant default (active)\n"
+    eddie.ok(
+        "models", "register", write_card(tmp_path, "2025-07-01", gateway_model="other"), "--tenant", "default"
+    )
+
+    moved = eddie.ok("models", "alias", "support-llm", "champion", "2025-06-01")
     assert moved.stdout == "support-llm@champion -> support-llm:2025-06-01\n"
 
-    shown = run.ok("show", "support-llm@champion").stdout
+    shown = cli.ok("models", "show", "support-llm@champion").stdout
     assert "model:               support-llm:2025-06-01\n" in shown
     assert "aliases:             champion\n" in shown
     assert "out_of_scope_uses:   medical advice, legal advice\n" in shown
     assert "by eddie" in shown
-    assert run.json("show", "support-llm")["version"] == "2025-07-01"
+    assert cli.json("models", "show", "support-llm")["version"] == "2025-07-01"
 
-    listing = run.ok("list").stdout.splitlines()
+    listing = cli.ok("models", "list").stdout.splitlines()
     assert listing[0].split()[:4] == ["NAME", "VERSION", "STATUS", "GATEWAY"]
     assert [line.split()[:5] for line in listing[1:]] == [
-        ["support-llm", "2025-06-01", "active", "support-2025-06-01", "champion"],
-        ["support-llm", "2025-07-01", "active", "support-2025-07-01", "-"],
+        ["support-llm", "2025-06-01", "active", "m", "champion"],
+        ["support-llm", "2025-07-01", "active", "other", "-"],
     ]
 
-    refused = run("retire", "support-llm", "2025-06-01", token=eddie)
-    assert refused.exit_code == 1
-    assert "eddie lacks the admin role" in refused.stderr
+    refused = eddie.fails("models", "retire", "support-llm", "2025-06-01")
+    assert "eddie may not models.retire in tenant 'default': it needs admin" in refused.stderr
     assert "Traceback" not in refused.output
+    assert versions(cli)["2025-06-01"] == "active"
 
-    retired = run.ok("retire", "support-llm", "2025-06-01", token=root)
+    retired = cli.ok("models", "retire", "support-llm", "2025-06-01")
     assert retired.stdout == "support-llm:2025-06-01 is now retired in tenant default\n"
-    after = run("show", "support-llm@champion", "--json")
-    assert after.exit_code == 0
-    assert json.loads(after.stdout)["status"] == "retired"
+    after = cli.ok("models", "show", "support-llm@champion", "--json")
+    assert orjson.loads(after.stdout)["status"] == "retired"
     assert "warning: support-llm:2025-06-01 is retired" in after.stderr
-    statuses = {m["version"]: m["status"] for m in run.json("list")}
-    assert statuses == {"2025-06-01": "retired", "2025-07-01": "active"}
+    assert versions(cli) == {"2025-06-01": "retired", "2025-07-01": "active"}
 
 
-def test_deprecate_and_activate(run: Models, tokens: dict[str, str], tmp_path: Path) -> None:
-    run.ok("register", write_card(tmp_path, "1"), token=tokens["eddie"])
-    run.ok("deprecate", "support-llm", "1", token=tokens["eddie"])
-    assert run.json("show", "support-llm:1")["status"] == "deprecated"
-    run.ok("activate", "support-llm", "1", token=tokens["eddie"])
-    assert run.json("show", "support-llm:1")["status"] == "active"
+def test_deprecate_and_activate(cli: Cli, eddie: Cli, tmp_path: Path) -> None:
+    eddie.ok("models", "register", write_card(tmp_path, "1"))
+    assert eddie.ok("models", "deprecate", "support-llm", "1").stdout == (
+        "support-llm:1 is now deprecated in tenant default\n"
+    )
+    assert cli.json("models", "show", "support-llm:1")["status"] == "deprecated"
+    eddie.ok("models", "activate", "support-llm", "1")
+    assert cli.json("models", "show", "support-llm:1")["status"] == "active"
 
 
-def test_mutations_need_a_valid_token(run: Models, tokens: dict[str, str], tmp_path: Path) -> None:
+def test_registering_needs_an_editor(cli: Cli, services: Services, admin: Actor, tmp_path: Path) -> None:
     card = write_card(tmp_path, "1")
-    missing = run("register", card)
-    assert missing.exit_code == 1
+    missing = cli.as_(None).fails("models", "register", card)
     assert "missing control token" in missing.stderr
-    wrong = run("register", card, token="lgc-00000000-nope")
-    assert wrong.exit_code == 1
+    wrong = cli.fails("models", "register", card, "--token", "lgc-00000000-nope")
     assert "invalid control token" in wrong.stderr
-    assert run.json("list") == []
+    viewer = cli.as_(token_of(services, admin, "vic", Role.VIEWER)).fails("models", "register", card)
+    assert "vic may not models.register in tenant 'default': it needs editor" in viewer.stderr
+    assert cli.json("models", "list") == []
 
 
-def test_bad_cards_are_refused_with_the_reason(run: Models, tokens: dict[str, str], tmp_path: Path) -> None:
+def test_bad_cards_are_refused_with_the_reason(cli: Cli, eddie: Cli, tmp_path: Path) -> None:
     lora = {"base_model": "llama-3-8b", "method": "lora", "alpha": 32}
-    result = run("register", write_card(tmp_path, "1", training=lora), token=tokens["eddie"])
-    assert result.exit_code == 1
+    result = eddie.fails("models", "register", write_card(tmp_path, "1", training=lora))
     assert "training: a lora fine-tune needs both rank and alpha" in result.stderr
 
     weights = tmp_path / "w.gguf"
     weights.write_bytes(b"weights")
     artifact = {"artifact_uri": weights.as_uri(), "sha256": "f" * 64}
-    result = run("register", write_card(tmp_path, "2", **artifact), token=tokens["eddie"])
-    assert result.exit_code == 1
+    result = eddie.fails("models", "register", write_card(tmp_path, "2", **artifact))
     assert "the card says ffff" in result.stderr
 
+    unserved = eddie.fails("models", "register", write_card(tmp_path, "3", gateway_model="gpt-9"))
+    assert "gpt-9" in unserved.stderr
+    assert "m, other" in unserved.stderr
+
     broken = tmp_path / "broken.yaml"
-    broken.write_text("name: [unclosed\n")
-    result = run("register", str(broken), token=tokens["eddie"])
-    assert result.exit_code == 1
-    assert "is not valid YAML" in result.stderr
-    assert run.json("list") == []
+    broken.write_text("name: support-llm\nversion: [unclosed\n")
+    result = eddie.fails("models", "register", str(broken))
+    assert f"{broken}:3: not valid YAML" in result.stderr
+    for refused in (result, unserved):
+        assert "Traceback" not in refused.output
+    assert cli.json("models", "list") == []
 
 
-def test_duplicate_and_unknown_references_are_errors(
-    run: Models, tokens: dict[str, str], tmp_path: Path
-) -> None:
+def test_duplicate_and_unknown_references_are_errors(cli: Cli, eddie: Cli, tmp_path: Path) -> None:
     card = write_card(tmp_path, "1")
-    run.ok("register", card, token=tokens["eddie"])
-    duplicate = run("register", card, token=tokens["eddie"])
-    assert duplicate.exit_code == 1
+    eddie.ok("models", "register", card)
+    duplicate = eddie.fails("models", "register", card)
     assert "support-llm:1 already exists in tenant 'default'" in duplicate.stderr
-    unknown = run("show", "support-llm@champion")
-    assert unknown.exit_code == 1
+    unknown = cli.fails("models", "show", "support-llm@champion")
     assert "no alias support-llm@champion" in unknown.stderr
 
 
-def test_unquoted_yaml_versions_mean_what_they_say(
-    run: Models, tokens: dict[str, str], tmp_path: Path
-) -> None:
-    common = "gateway_model: g\nlicense: mit\nintended_use: tests\nowner_team: qa\n"
+def test_unquoted_yaml_versions_mean_what_they_say(cli: Cli, eddie: Cli, tmp_path: Path) -> None:
+    common = "gateway_model: m\nlicense: mit\nintended_use: tests\nowner_team: qa\n"
     dated = tmp_path / "dated.yaml"
     dated.write_text(f"name: support-llm\nversion: 2025-06-01\n{common}")
-    run.ok("register", str(dated), token=tokens["eddie"])
-    assert run.json("show", "support-llm:2025-06-01")["card"]["version"] == "2025-06-01"
+    eddie.ok("models", "register", str(dated))
+    assert cli.json("models", "show", "support-llm:2025-06-01")["card"]["version"] == "2025-06-01"
 
     decimal = tmp_path / "decimal.yaml"
     decimal.write_text(f"name: support-llm\nversion: 1.10\n{common}")
-    refused = run("register", str(decimal), token=tokens["eddie"])
-    assert refused.exit_code == 1
+    refused = eddie.fails("models", "register", str(decimal))
     assert "version: quote it: 1.1 was read as a number" in refused.stderr
-    assert [m["version"] for m in run.json("list")] == ["2025-06-01"]
+    assert list(versions(cli)) == ["2025-06-01"]

@@ -134,7 +134,10 @@ def _server_key(url: str | None, token: str | None, profile: str | None) -> str:
             "give the trusted signing key with --public-key (the instance's key: `lockgate evidence key`); "
             "a bundle is never verified against the key it carries"
         )
-    key: str = client.get("/signing-key")["public_key"]
+    try:
+        key: str = client.get("/signing-key")["public_key"]
+    except ClientError as exc:
+        fail(f"give the trusted signing key with --public-key; fetching the server's failed: {exc.message}")
     click.echo(f"trusting the signing key {client.url} publishes", err=True)
     return key
 

@@ -48,9 +48,14 @@ def lint_files(paths: tuple[str, ...]) -> None:
 @tenant_option
 @connected
 def push(paths: tuple[str, ...], tenant: str, client: Client) -> None:
-    """Push prompt files (or directories); each prompt's versions go in version order."""
+    """Push prompt files (or directories); each prompt's versions go in version order.
+
+    Every file is linted first, as ``lint`` does: one problem anywhere and nothing is pushed.
+    """
+    from lockgate.cli.prompt_lint import check
+
     loaded = _load_all(paths)
-    problems = [f"{path}: {problem}" for path, _, found in loaded for problem in found]
+    problems = [f"{path}: {problem}" for path, raw, found in loaded for problem in found + check(raw)]
     if problems:
         for line in problems:
             click.echo(line)

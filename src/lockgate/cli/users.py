@@ -52,7 +52,8 @@ def invite(
 def grant(name: str, roles: tuple[str, ...], tenant: str, client: Client) -> None:
     """Set NAME's roles in the tenant (replaces what they held there; none cuts them off)."""
     user = client.put(tenant_path(tenant, "users", name, "roles"), {"roles": list(roles)})
-    click.echo(f"{user['name']}: {user['roles']}")
+    held = "; ".join(f"{t}: {', '.join(r)}" for t, r in sorted(user["roles"].items())) or "no roles"
+    click.echo(f"{user['name']}: {held}")
 
 
 @users.command("list")
