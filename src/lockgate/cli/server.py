@@ -5,7 +5,13 @@ from __future__ import annotations
 import click
 
 CONFIG_HELP = "lockgate.yaml; default: the embedded local model."
-DATA_DIR_HELP = "Where the SQLite store, key pepper, signing key and audit anchor live (default ./.lockgate)."
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    envvar="LOCKGATE_DATA_DIR",
+    default=None,
+    help="Where the SQLite store, key pepper, signing key and audit anchor live (default ./.lockgate).",
+)
 
 
 @click.command()
@@ -20,13 +26,7 @@ DATA_DIR_HELP = "Where the SQLite store, key pepper, signing key and audit ancho
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=4000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False),
-    envvar="LOCKGATE_DATA_DIR",
-    default=None,
-    help=DATA_DIR_HELP,
-)
+@data_dir_option
 @click.option(
     "--log-level",
     default="info",
@@ -43,13 +43,7 @@ def serve(
 
 
 @click.command()
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False),
-    envvar="LOCKGATE_DATA_DIR",
-    default=None,
-    help=DATA_DIR_HELP,
-)
+@data_dir_option
 def migrate(data_dir: str | None) -> None:
     """Create the store's secrets on first install and bring its schema up to date (server side)."""
     from lockgate.server.run import migrate as run

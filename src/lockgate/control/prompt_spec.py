@@ -16,7 +16,7 @@ from typing import Any, Literal, Self
 import jsonschema
 import orjson
 from jinja2 import TemplateError
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lockgate.control import templating
 from lockgate.service_errors import Invalid
@@ -93,6 +93,19 @@ class PromptSpec(BaseModel):
 
     def required(self) -> list[str]:
         return list(self.variables.get("required", []))
+
+
+def parse_prompt(raw: Any) -> tuple[PromptSpec | None, list[str]]:
+    """The spec, or the problems that stop it from being one, each as ``field.path: message``."""
+    try:
+        return PromptSpec.model_validate(raw), []
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"{where}: {message}" if where else message)
+        return None, problems
 
 
 def _check_schema(schema: dict[str, Any], field: str) -> None:

@@ -34,6 +34,17 @@ ENVIRONMENTS = ("dev", "stage", "prod")
 ROUTE_ENTRY = re.compile(r"^route:[a-z0-9][a-z0-9_.-]*$")
 
 
+def credential_status(
+    revoked_at: datetime | None, expires_at: datetime | None, now: datetime | None = None
+) -> str:
+    """``revoked``, ``expired`` or ``active``: the life of an API key or a control token."""
+    if revoked_at is not None:
+        return "revoked"
+    if expires_at is not None and expires_at <= (now or datetime.now(UTC)):
+        return "expired"
+    return "active"
+
+
 def generate() -> tuple[str, str]:
     """A fresh key and its visible prefix."""
     prefix = f"lg-{secrets.token_hex(4)}"
@@ -65,11 +76,7 @@ class ApiKeyInfo:
     environment: str | None = None
 
     def status(self, now: datetime | None = None) -> str:
-        if self.revoked_at is not None:
-            return "revoked"
-        if self.expires_at is not None and self.expires_at <= (now or datetime.now(UTC)):
-            return "expired"
-        return "active"
+        return credential_status(self.revoked_at, self.expires_at, now)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select, update
 
-from lockgate.security.apikeys import digest
+from lockgate.security.apikeys import credential_status, digest
 from lockgate.security.audit import AuditEvent, AuditLog
 from lockgate.security.permissions import Authorizer
 from lockgate.security.rbac import PLATFORM_TENANT, Actor, Role
@@ -41,11 +41,7 @@ class TokenInfo:
     revoked_at: datetime | None
 
     def status(self, now: datetime | None = None) -> str:
-        if self.revoked_at is not None:
-            return "revoked"
-        if self.expires_at is not None and self.expires_at <= (now or datetime.now(UTC)):
-            return "expired"
-        return "active"
+        return credential_status(self.revoked_at, self.expires_at, now)
 
 
 @dataclass(frozen=True, slots=True)

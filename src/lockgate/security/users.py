@@ -22,9 +22,9 @@ from lockgate.security.audit import AuditEvent, AuditLog
 from lockgate.security.permissions import Authorizer
 from lockgate.security.rbac import Actor, Role
 from lockgate.security.tenants import NAME, TenantService
-from lockgate.security.tokens import IssuedToken, TokenService, split_prefix
+from lockgate.security.tokens import IssuedToken, TokenService, roles_of, split_prefix
 from lockgate.service_errors import Conflict, Invalid, NotFound, Unauthorized
-from lockgate.store.tables import invitations, memberships, tenants, users
+from lockgate.store.tables import invitations, memberships, users
 
 INVITE_PREFIX = "lgi"
 INVITE_HOURS = 72
@@ -213,13 +213,9 @@ def _unredeemable(row: Row[Any] | None, presented: str) -> tuple[str, str]:
 
 
 def _plain_roles(connection: Connection, user_id: str) -> dict[str, list[str]]:
-    rows = connection.execute(
-        select(tenants.c.name, memberships.c.role).join(tenants).where(memberships.c.user_id == user_id)
-    ).all()
-    roles: dict[str, list[str]] = {}
-    for tenant, role in rows:
-        roles.setdefault(tenant, []).append(role)
-    return {t: sorted(r) for t, r in roles.items()}
+    return {
+        tenant: sorted(role.value for role in held) for tenant, held in roles_of(connection, user_id).items()
+    }
 
 
 def _user_id(connection: Connection, name: str) -> str:

@@ -5,25 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import ValidationError
 
 from lockgate.api.deps import CurrentActor, ServicesDep
-from lockgate.control.prompt_spec import PromptSpec
+from lockgate.control.prompt_spec import PromptSpec, parse_prompt
 from lockgate.service_errors import Invalid
 
 router = APIRouter(tags=["prompt catalog"])
 
 
-def parse_prompt(spec: dict[str, Any]) -> PromptSpec:
-    try:
-        return PromptSpec.model_validate(spec)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            where = ".".join(str(part) for part in error["loc"])
-            message = str(error["msg"]).removeprefix("Value error, ")
-            problems.append(f"{where}: {message}" if where else message)
-        raise Invalid("invalid prompt: " + "; ".join(problems)) from None
+def prompt_or_invalid(raw: dict[str, Any]) -> PromptSpec:
+    spec, problems = parse_prompt(raw)
+    if spec is None:
+        raise Invalid("invalid prompt: " + "; ".join(problems))
+    return spec
 
 
 @router.get("/tenants/{tenant}/prompts", operation_id="prompts.list")
@@ -34,7 +28,7 @@ def list_prompts(tenant: str, services: ServicesDep, actor: CurrentActor) -> lis
 @router.post("/tenants/{tenant}/prompts", status_code=201, operation_id="prompts.push")
 def push(tenant: str, spec: dict[str, Any], services: ServicesDep, actor: CurrentActor) -> dict[str, Any]:
     """Push one prompt version (the fields of a prompt file); ``unchanged`` when it was stored already."""
-    pushed = services.prompts.push(actor, tenant, parse_prompt(spec))
+    pushed = services.prompts.push(actor, tenant, prompt_or_invalid(spec))
     return {**pushed.to_dict(), "unchanged": pushed.unchanged}
 
 
