@@ -1,7 +1,9 @@
 """The golden path: register -> push -> release -> dev -> stage -> prod (four eyes) -> rollback.
 
-Everything runs as it would for real: users act through their own control tokens, the gateway serves
-``route:`` calls through the official openai SDK, and the audit chain verifies at the end.
+Everything runs as it would for real: people are invited and act through their own control tokens,
+the gateway serves ``route:`` calls through the official openai SDK, and the audit chain verifies at
+the end. This module is about releases, pointers and people, so its server runs with
+``control.gates_required: false`` (gates are covered in tests/gates and tests/evals).
 """
 
 from __future__ import annotations
@@ -14,18 +16,20 @@ import httpx
 import openai
 import pytest
 
-from lockgate.service_errors import Forbidden, Invalid
-from lockgate.control.plane import ControlPlane
+from lockgate.config.loader import LoadedConfig
 from lockgate.control.prompt_spec import PromptSpec
 from lockgate.control.registry import ModelCard, ModelStatus
 from lockgate.control.releases import ReleaseRequest
 from lockgate.instance import Instance
-from lockgate.security.audit_verify import verify
 from lockgate.security.rbac import Actor, Role
+from lockgate.service_errors import Forbidden, Invalid
+from lockgate.services import Services
 from tests.support.gateway import RunningGateway, run_gateway, stub_config
+from tests.support.people import person
 from tests.support.processes import StubUpstream
 
 ROUTE = "support-answer"
+METRICS_TOKEN = "scrape-me"
 
 
 def prompt(version: str, template: str) -> PromptSpec:
@@ -52,11 +56,11 @@ def prompt(version: str, template: str) -> PromptSpec:
     )
 
 
-def card(name: str) -> ModelCard:
+def card(name: str, gateway_model: str = "m") -> ModelCard:
     return ModelCard(
         name=name,
         version="1",
-        gateway_model="m",
+        gateway_model=gateway_model,
         license="apache-2.0",
         intended_use="answering support questions",
         owner_team="support-platform",
@@ -64,30 +68,42 @@ def card(name: str) -> ModelCard:
 
 
 class Team:
-    def __init__(self, control: ControlPlane, admin: Actor) -> None:
-        def user(name: str, *roles: Role) -> Actor:
-            control.users.create(admin, name, {"default": list(roles)})
-            return control.users.authenticate(control.users.issue_token(admin, name).secret)
+    """People of tenant ``default``, invited by the admin and acting with their own tokens."""
 
-        self.erin = user("erin", Role.EDITOR, Role.APPROVER)  # may approve, but never her own release
-        self.april = user("april", Role.APPROVER)
-        self.dan = user("dan", Role.DEPLOYER, Role.APPROVER)
-        self.vic = user("vic", Role.VIEWER)
-
-
-@pytest.fixture
-def control(instance: Instance) -> ControlPlane:
-    return instance.control()
+    def __init__(self, services: Services, admin: Actor) -> None:
+        # erin may approve, but never a release she had a hand in.
+        self.erin = person(services, admin, "erin", Role.EDITOR, Role.APPROVER)
+        self.april = person(services, admin, "april", Role.APPROVER)
+        self.dan = person(services, admin, "dan", Role.DEPLOYER, Role.APPROVER)
+        self.vic = person(services, admin, "vic", Role.VIEWER)
 
 
-@pytest.fixture
-def team(control: ControlPlane, admin: Actor) -> Team:
-    return Team(control, admin)
+def gates_optional(url: str = "http://127.0.0.1:9/v1") -> LoadedConfig:
+    """A server configured not to require a gate on stage and prod."""
+    return stub_config(("primary", url), control={"gates_required": False})
 
 
 @pytest.fixture
-def gateway(instance: Instance, admin: Actor, stub: StubUpstream) -> Iterator[RunningGateway]:
-    with run_gateway(instance, stub_config(("primary", stub.base_url))) as running:
+def config() -> LoadedConfig:
+    return gates_optional()
+
+
+@pytest.fixture
+def team(services: Services, admin: Actor) -> Team:
+    return Team(services, admin)
+
+
+@pytest.fixture
+def gateway(
+    instance: Instance, admin: Actor, stub: StubUpstream, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RunningGateway]:
+    monkeypatch.setenv("LG_TEST_METRICS_TOKEN", METRICS_TOKEN)
+    config = stub_config(
+        ("primary", stub.base_url),
+        control={"gates_required": False},
+        server={"metrics_token": "${LG_TEST_METRICS_TOKEN}"},
+    )
+    with run_gateway(instance, config) as running:
         yield running
 
 
@@ -120,19 +136,30 @@ def wait_for_release(running: RunningGateway, key: str, release_id: str) -> floa
         time.sleep(0.02)
 
 
+def reached(running: RunningGateway, key: str) -> bool:
+    """Whether the gateway knows ``key`` and serves the route (whatever the answer)."""
+    try:
+        ask(running, key)
+    except (openai.AuthenticationError, openai.NotFoundError):
+        return False
+    except openai.APIStatusError:
+        return True
+    return True
+
+
 def test_golden_path(
-    control: ControlPlane, team: Team, admin: Actor, gateway: RunningGateway, stub: StubUpstream
+    services: Services, team: Team, admin: Actor, gateway: RunningGateway, stub: StubUpstream
 ) -> None:
-    control.registry.register(team.erin, "default", card("support-llm"))
-    control.registry.set_alias(team.erin, "default", "support-llm", "champion", "1")
-    control.prompts.push(team.erin, "default", prompt("1.0.0", 'reply:{"answer": "{{ question }}"}'))
-    first = control.releases.create(
+    services.registry.register(team.erin, "default", card("support-llm"))
+    services.registry.set_alias(team.erin, "default", "support-llm", "champion", "1")
+    services.prompts.push(team.erin, "default", prompt("1.0.0", 'reply:{"answer": "{{ question }}"}'))
+    first = services.releases.create(
         team.erin, "default", ReleaseRequest(route=ROUTE, prompt=f"{ROUTE}@1.0.0")
     )
-    control.environments.point(team.erin, "default", ROUTE, "dev", first.id)
+    services.environments.point(team.erin, "default", ROUTE, "dev", first.id)
 
-    dev_key = control.keys.create("default", environment="dev", actor=admin).secret
-    prod_key = control.keys.create("default", actor=admin).secret
+    dev_key = services.keys.create(admin, "default", name="dev", environment="dev").secret
+    prod_key = services.keys.create(admin, "default", name="prod").secret
     elapsed = wait_for_release(gateway, dev_key, first.id)
     assert elapsed < 1.0
     answer = ask(gateway, dev_key, "how do I roll back?")
@@ -144,59 +171,63 @@ def test_golden_path(
     assert forwarded["messages"][0] == {"role": "system", "content": "You answer questions about lockgate."}
     assert (forwarded["model"], forwarded["temperature"], forwarded["max_tokens"]) == ("upstream-m", 0.1, 64)
 
-    control.environments.promote(team.dan, "default", ROUTE, "stage")
+    services.environments.promote(team.dan, "default", ROUTE, "stage")
     with pytest.raises(Forbidden, match="approval"):
-        control.environments.promote(team.dan, "default", ROUTE, "prod")
+        services.environments.promote(team.dan, "default", ROUTE, "prod")
     with pytest.raises(Forbidden, match="four eyes"):
-        control.environments.approve(team.erin, "default", first.id, "prod")
-    control.environments.approve(team.april, "default", first.id, "prod")
-    control.environments.promote(team.dan, "default", ROUTE, "prod")
+        services.environments.approve(team.erin, "default", first.id, "prod")
+    services.environments.approve(team.april, "default", first.id, "prod")
+    services.environments.promote(team.dan, "default", ROUTE, "prod")
     wait_for_release(gateway, prod_key, first.id)
 
-    control.prompts.push(team.erin, "default", prompt("1.0.1", 'reply:{"answer": "{{ question }}!"}'))
-    second = control.releases.create(
+    services.prompts.push(team.erin, "default", prompt("1.0.1", 'reply:{"answer": "{{ question }}!"}'))
+    second = services.releases.create(
         team.erin, "default", ReleaseRequest(route=ROUTE, prompt=f"{ROUTE}@1.0.1")
     )
-    control.environments.point(team.erin, "default", ROUTE, "dev", second.id)
-    control.environments.promote(team.dan, "default", ROUTE, "stage")
-    control.environments.approve(team.april, "default", second.id, "prod")
-    control.environments.promote(team.dan, "default", ROUTE, "prod")
+    services.environments.point(team.erin, "default", ROUTE, "dev", second.id)
+    services.environments.promote(team.dan, "default", ROUTE, "stage")
+    services.environments.approve(team.april, "default", second.id, "prod")
+    services.environments.promote(team.dan, "default", ROUTE, "prod")
     wait_for_release(gateway, prod_key, second.id)
 
-    control.environments.rollback(team.dan, "default", ROUTE, "prod")
+    services.environments.rollback(team.dan, "default", ROUTE, "prod")
     assert wait_for_release(gateway, prod_key, first.id) < 1.0
     assert ask(gateway, prod_key).headers["x-lockgate-prompt"] == f"{ROUTE}@1.0.0"
 
-    report = verify(gateway.gateway.engine, control.audit.signer.public_key, None)
-    assert report.ok, report.problem
-    assert report.entries >= 15  # users, model, alias, prompts, releases, pointers, approvals, keys
+    verified = services.trail.verify(admin)
+    assert verified.report.ok, verified.report.problem
+    assert verified.report.entries >= 15  # users, model, alias, prompts, releases, pointers, approvals, keys
 
 
-def test_rules_are_enforced(control: ControlPlane, team: Team, admin: Actor) -> None:
+def test_rules_are_enforced(services: Services, team: Team, admin: Actor) -> None:
     with pytest.raises(Forbidden):
-        control.registry.register(team.vic, "default", card("x"))
-    control.registry.register(team.erin, "default", card("support-llm"))
-    control.registry.set_alias(team.erin, "default", "support-llm", "champion", "1")
-    control.prompts.push(team.erin, "default", prompt("1.0.0", "{{ question }}"))
+        services.registry.register(team.vic, "default", card("x"))
+    services.registry.register(team.erin, "default", card("support-llm"))
+    services.registry.set_alias(team.erin, "default", "support-llm", "champion", "1")
+    services.prompts.push(team.erin, "default", prompt("1.0.0", "{{ question }}"))
     with pytest.raises(Forbidden):
-        control.releases.create(team.vic, "default", ReleaseRequest(route=ROUTE, prompt=f"{ROUTE}@1.0.0"))
-    control.registry.set_status(admin, "default", "support-llm", "1", ModelStatus.RETIRED)
+        services.releases.create(team.vic, "default", ReleaseRequest(route=ROUTE, prompt=f"{ROUTE}@1.0.0"))
+    services.registry.set_status(admin, "default", "support-llm", "1", ModelStatus.RETIRED)
     with pytest.raises(Invalid, match="retired"):
-        control.releases.create(team.erin, "default", ReleaseRequest(route=ROUTE, prompt=f"{ROUTE}@1.0.0"))
+        services.releases.create(team.erin, "default", ReleaseRequest(route=ROUTE, prompt=f"{ROUTE}@1.0.0"))
+    assert services.releases.list(team.vic, "default") == []
 
 
 def test_output_contract_violation_is_502_naming_the_path(
-    control: ControlPlane, team: Team, admin: Actor, gateway: RunningGateway
+    services: Services, team: Team, admin: Actor, gateway: RunningGateway
 ) -> None:
-    control.registry.register(team.erin, "default", card("support-llm"))
-    control.registry.set_alias(team.erin, "default", "support-llm", "champion", "1")
-    control.prompts.push(team.erin, "default", prompt("1.0.0", 'reply:{"reply": "{{ question }}"}'))
-    release = control.releases.create(
+    services.registry.register(team.erin, "default", card("support-llm"))
+    services.registry.set_alias(team.erin, "default", "support-llm", "champion", "1")
+    services.prompts.push(team.erin, "default", prompt("1.0.0", 'reply:{"reply": "{{ question }}"}'))
+    release = services.releases.create(
         team.erin, "default", ReleaseRequest(route=ROUTE, prompt=f"{ROUTE}@1.0.0")
     )
-    control.environments.point(team.erin, "default", ROUTE, "dev", release.id)
-    key = control.keys.create("default", environment="dev", actor=admin).secret
-    time.sleep(1.0)  # let the new key and pointer reach the gateway
+    services.environments.point(team.erin, "default", ROUTE, "dev", release.id)
+    key = services.keys.create(admin, "default", name="dev", environment="dev").secret
+    deadline = time.monotonic() + 5
+    while not reached(gateway, key):  # the new key and pointer are on their way to the gateway
+        assert time.monotonic() < deadline, "the key and pointer never reached the gateway"
+        time.sleep(0.05)
     with pytest.raises(openai.APIStatusError) as caught:
         ask(gateway, key)
     assert caught.value.status_code == 502
@@ -205,5 +236,7 @@ def test_output_contract_violation_is_502_naming_the_path(
     assert error["code"] == "output_contract_violation"
     assert error["param"] == "$"
     assert "'answer' is a required property" in error["message"]
-    metrics = httpx.get(f"{gateway.url}/metrics").text
-    assert f'lockgate_output_contract_violations_total{{route="{ROUTE}"}} 1.0' in metrics
+    scrape = {"authorization": f"Bearer {METRICS_TOKEN}"}
+    metrics = httpx.get(f"{gateway.url}/metrics", headers=scrape).text
+    # Two violations: the call that found the route ready, and the one above.
+    assert f'lockgate_output_contract_violations_total{{route="{ROUTE}"}} 2.0' in metrics

@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,13 +15,15 @@ import sqlalchemy as sa
 from jinja2.exceptions import SecurityError
 from pydantic import ValidationError
 
-from lockgate.service_errors import Conflict, Forbidden, Invalid, NotFound
 from lockgate.control.prompts import PromptCatalog, PromptSpec, lint, render, template_variables
 from lockgate.control.semver import Bump
 from lockgate.instance import Instance
 from lockgate.security.rbac import Actor, Role
+from lockgate.service_errors import Conflict, Forbidden, Invalid, NotFound
+from lockgate.services import Services
 from lockgate.store.tables import audit_log, prompts
 from tests.control.test_semver import BASE, RULES, Mutation, variant
+from tests.support.people import person
 
 
 def spec(mutate: Mutation = lambda _: None, **fields: Any) -> PromptSpec:
@@ -45,6 +49,16 @@ def spec(mutate: Mutation = lambda _: None, **fields: Any) -> PromptSpec:
             "messages",
             [{"role": "user", "content": "{{ question"}],
             "message 1 (user) is not a valid template",
+        ),
+        (
+            "messages",
+            [{"role": "user", "content": "{{ cycler.__init__.__globals__ }}"}],
+            "message 1 (user) is not a valid template: line 1: global 'cycler' is not allowed",
+        ),
+        (
+            "messages",
+            [{"role": "user", "content": "{{ question|center(10) }}"}],
+            "message 1 (user) is not a valid template: line 1: filter 'center' is not allowed",
         ),
     ],
 )
@@ -94,7 +108,6 @@ def test_render_names_the_path_inside_a_nested_variable() -> None:
     [
         "{{ ''.__class__.__mro__ }}",
         "{{ product.__class__.__base__.__subclasses__() }}",
-        "{{ cycler.__init__.__globals__ }}",
     ],
 )
 def test_the_sandbox_blocks_attribute_tricks(template: str) -> None:
@@ -142,24 +155,20 @@ class People:
 
 
 @pytest.fixture
-def people(instance: Instance) -> People:
-    instance.tenants.create("default")
-    instance.tenants.create("other")
-    users = instance.users
-    users.create(None, "root", {"default": [Role.ADMIN], "other": [Role.ADMIN]})
-    admin = users.authenticate(users.issue_token(None, "root").secret)
-    users.create(admin, "erin", {"default": [Role.EDITOR]})
-    users.create(admin, "vic", {"default": [Role.VIEWER]})
+def people(services: Services, admin_token: str) -> People:
+    """The admin of ``default`` and of ``other`` (they created it), an editor and a viewer of ``default``."""
+    services.tenants.create(services.tokens.authenticate(admin_token), "other")
+    admin = services.tokens.authenticate(admin_token)
     return People(
         admin=admin,
-        editor=users.authenticate(users.issue_token(admin, "erin").secret),
-        viewer=users.authenticate(users.issue_token(admin, "vic").secret),
+        editor=person(services, admin, "erin", Role.EDITOR),
+        viewer=person(services, admin, "vic", Role.VIEWER),
     )
 
 
 @pytest.fixture
-def catalog(instance: Instance) -> PromptCatalog:
-    return PromptCatalog(instance.engine, instance.audit)
+def catalog(services: Services) -> PromptCatalog:
+    return services.prompts
 
 
 def stored_rows(instance: Instance) -> list[sa.Row[Any]]:
@@ -209,7 +218,7 @@ def test_same_version_with_other_content_is_a_conflict(
     with pytest.raises(Conflict, match=r"support-answer@1\.2\.0 already exists with other content"):
         catalog.push(people.editor, "default", spec(description="Edited in place."))
     assert [r.content_hash for r in stored_rows(instance)] == [
-        catalog.get("default", "support-answer").content_hash
+        catalog.get(people.viewer, "default", "support-answer").content_hash
     ]
 
 
@@ -225,7 +234,7 @@ def test_a_version_not_above_the_latest_is_refused(
         assert caught.value.message == (
             f"version {version} of support-answer is not higher than the latest version, 1.2.0"
         )
-    assert [v.version for v in catalog.versions("default", "support-answer")] == ["1.2.0"]
+    assert [v.version for v in catalog.versions(people.viewer, "default", "support-answer")] == ["1.2.0"]
 
 
 UNDER_DECLARED = {Bump.MAJOR: "1.3.0", Bump.MINOR: "1.2.1"}
@@ -252,7 +261,9 @@ def test_every_semver_rule_refuses_an_under_declared_push_and_accepts_the_right_
             accepted = catalog.push(
                 people.editor, "default", spec(rule.mutate, name=name, version=CORRECT[rule.bump])
             )
-            assert catalog.get("default", name).version == accepted.version == CORRECT[rule.bump]
+            assert (
+                catalog.get(people.viewer, "default", name).version == accepted.version == CORRECT[rule.bump]
+            )
 
 
 def test_refusal_message_states_the_required_bump_and_every_reason(
@@ -277,10 +288,11 @@ def test_refusal_message_states_the_required_bump_and_every_reason(
 def test_a_viewer_cannot_push_and_the_refusal_is_audited(
     instance: Instance, catalog: PromptCatalog, people: People
 ) -> None:
-    with pytest.raises(Forbidden, match="vic lacks the editor role in tenant 'default'"):
+    with pytest.raises(Forbidden, match=r"vic may not prompts\.push in tenant 'default': it needs editor"):
         catalog.push(people.viewer, "default", spec())
     assert stored_rows(instance) == []
-    [entry] = audit_rows(instance, "prompt.push")
+    assert audit_rows(instance, "prompt.push") == []
+    [entry] = audit_rows(instance, "prompts.push")
     assert (entry.actor, entry.outcome, entry.resource) == (
         "vic",
         "denied",
@@ -295,13 +307,13 @@ def test_an_editor_of_one_tenant_cannot_push_to_another(catalog: PromptCatalog, 
 
 def test_a_viewer_can_read_but_a_stranger_cannot(catalog: PromptCatalog, people: People) -> None:
     catalog.push(people.editor, "default", spec())
-    assert catalog.get("default", "support-answer", actor=people.viewer).version == "1.2.0"
-    assert [v.name for v in catalog.list("default", actor=people.viewer)] == ["support-answer"]
+    assert catalog.get(people.viewer, "default", "support-answer").version == "1.2.0"
+    assert [v.name for v in catalog.list(people.viewer, "default")] == ["support-answer"]
     stranger = Actor(name="mallory", roles={"other": frozenset({Role.ADMIN})})
     with pytest.raises(Forbidden):
-        catalog.get("default", "support-answer", actor=stranger)
+        catalog.get(stranger, "default", "support-answer")
     with pytest.raises(Forbidden):
-        catalog.versions("default", "support-answer", actor=stranger)
+        catalog.versions(stranger, "default", "support-answer")
 
 
 def test_latest_and_versions_follow_semver_not_text_order(catalog: PromptCatalog, people: People) -> None:
@@ -313,28 +325,32 @@ def test_latest_and_versions_follow_semver_not_text_order(catalog: PromptCatalog
         people.editor, "default", spec(lambda d: d["settings"].update(temperature=0.4), version="1.10.0")
     )
 
-    assert catalog.get("default", "support-answer").version == "1.10.0"
-    assert catalog.get("default", "support-answer", "1.9.0").spec.settings.temperature == 0.3
-    assert [v.version for v in catalog.versions("default", "support-answer")] == ["1.2.0", "1.9.0", "1.10.0"]
-    [latest] = catalog.list("default")
+    assert catalog.get(people.viewer, "default", "support-answer").version == "1.10.0"
+    assert catalog.get(people.viewer, "default", "support-answer", "1.9.0").spec.settings.temperature == 0.3
+    assert [v.version for v in catalog.versions(people.viewer, "default", "support-answer")] == [
+        "1.2.0",
+        "1.9.0",
+        "1.10.0",
+    ]
+    [latest] = catalog.list(people.viewer, "default")
     assert latest.version == "1.10.0"
 
 
 def test_prompts_are_kept_per_tenant(catalog: PromptCatalog, people: People) -> None:
     catalog.push(people.editor, "default", spec())
     catalog.push(people.admin, "other", spec(name="other-prompt"))
-    assert [v.name for v in catalog.list("default")] == ["support-answer"]
-    assert [v.name for v in catalog.list("other")] == ["other-prompt"]
+    assert [v.name for v in catalog.list(people.viewer, "default")] == ["support-answer"]
+    assert [v.name for v in catalog.list(people.admin, "other")] == ["other-prompt"]
     with pytest.raises(NotFound, match="no prompt support-answer in tenant 'other'"):
-        catalog.get("other", "support-answer")
+        catalog.get(people.admin, "other", "support-answer")
 
 
 def test_unknown_prompt_version_and_tenant_are_not_found(catalog: PromptCatalog, people: People) -> None:
     catalog.push(people.editor, "default", spec())
     with pytest.raises(NotFound, match=r"no prompt support-answer@9\.9\.9 in tenant 'default'"):
-        catalog.get("default", "support-answer", "9.9.9")
+        catalog.get(people.viewer, "default", "support-answer", "9.9.9")
     with pytest.raises(NotFound, match="unknown tenant 'nope'"):
-        catalog.list("nope")
+        catalog.find("nope", "support-answer")
 
 
 def test_push_refuses_a_spec_that_fails_lint(
@@ -354,7 +370,7 @@ def test_diff_shows_the_changed_line_and_the_settings_change(catalog: PromptCata
         d["settings"]["temperature"] = 0.5
 
     catalog.push(people.editor, "default", spec(mutate, version="1.3.0"))
-    text = catalog.diff("default", "support-answer", "1.2.0", "1.3.0")
+    text = catalog.diff(people.viewer, "default", "support-answer", "1.2.0", "1.3.0")
     lines = text.splitlines()
     assert lines[:2] == ["--- support-answer@1.2.0", "+++ support-answer@1.3.0"]
     assert "-{{ question }}" in lines
@@ -362,3 +378,35 @@ def test_diff_shows_the_changed_line_and_the_settings_change(catalog: PromptCata
     assert "1.2.0 -> 1.3.0 needs a MINOR bump:" in lines
     assert "  MINOR  settings.temperature changed from 0.2 to 0.5" in lines
     assert "  PATCH  message 2 (user) wording changed" in lines
+
+
+def store_legacy_prompt(instance: Instance, name: str, template: str) -> None:
+    """A prompt version as an older release stored it, before the sandbox's push-time rules existed."""
+    document = spec(name=name).model_dump(mode="json")
+    document["messages"][1]["content"] = template
+    with instance.engine.begin() as connection:
+        tenant_id = connection.execute(sa.text("SELECT id FROM tenants WHERE name = 'default'")).scalar()
+        connection.execute(
+            prompts.insert().values(
+                id=f"prm_{uuid.uuid4().hex[:24]}",
+                tenant_id=tenant_id,
+                name=name,
+                version="1.2.0",
+                spec=document,
+                content_hash=hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest(),
+                created_by="erin",
+                created_at=datetime.now(UTC),
+            )
+        )
+
+
+def test_a_stored_prompt_that_breaks_todays_rules_is_refused_by_name(
+    instance: Instance, catalog: PromptCatalog, people: People
+) -> None:
+    store_legacy_prompt(instance, "legacy", "{{ question|center(80) }}")
+    with pytest.raises(Invalid) as refused:
+        catalog.get(people.viewer, "default", "legacy")
+    assert refused.value.message.startswith("prompt legacy@1.2.0 as stored is no longer valid: ")
+    assert "message 2 (user) is not a valid template: line 1: filter 'center' is not allowed" in (
+        refused.value.message
+    )

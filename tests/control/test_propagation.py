@@ -1,7 +1,8 @@
 """A pointer change reaches a separate gateway process within one second, with no failed request.
 
-Measured against PostgreSQL (and SQLite): the control plane moves the pointer in this process while a
-second process, ``lockgate serve``, answers traffic on the route without pause.
+Measured against PostgreSQL (and SQLite): the services of a second server on the same store move the
+pointer in this process while ``lockgate serve`` (after ``lockgate migrate``), in a process of its own,
+answers traffic on the route without pause.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import pytest
 from lockgate.control.prompt_spec import PromptSpec
 from lockgate.control.registry import ModelCard
 from lockgate.control.releases import ReleaseRequest
-from lockgate.instance import open_instance
+from lockgate.instance import load_config, open_instance
 from lockgate.security.rbac import Role
+from lockgate.services import build_services
+from tests.support.people import person
 from tests.support.processes import LockgateServer, StubUpstream, stub_config_file
 
 
@@ -26,18 +29,21 @@ def test_pointer_change_reaches_another_process_within_a_second(
 ) -> None:
     stub = StubUpstream().start()
     config = stub_config_file(tmp_path, stub)
-    env = {"LOCKGATE_DATABASE_URL": database_url, "LOCKGATE_KEY_PEPPER": "p", "LOCKGATE_SIGNING_KEY": ""}
+    data = tmp_path / ".lockgate"
+    env = {"LOCKGATE_DATABASE_URL": database_url, "LOCKGATE_DATA_DIR": str(data)}
+    for name in ("LOCKGATE_KEY_PEPPER", "LOCKGATE_SIGNING_KEY"):
+        monkeypatch.delenv(name, raising=False)
     server = LockgateServer(tmp_path, config, env).start()
     try:
+        # A second server process on the same store (as a second replica would be) moves the pointer.
         monkeypatch.setenv("LOCKGATE_DATABASE_URL", database_url)
-        monkeypatch.setenv("LOCKGATE_KEY_PEPPER", "p")
-        instance = open_instance(tmp_path / ".lockgate")
-        control = instance.control()
-        admin = control.users.authenticate(server.output().split("(shown once): ")[1].split()[0])
-        control.users.create(admin, "ed", {"default": [Role.EDITOR]})
-        ed = control.users.authenticate(control.users.issue_token(admin, "ed").secret)
+        instance = open_instance(data)
+        services = build_services(instance, load_config(config))
+        token = server.output().split("control token of user 'admin' (shown once): ")[1].split()[0]
+        admin = services.tokens.authenticate(token)
+        ed = person(services, admin, "ed", Role.EDITOR)
         card = {"name": "llm", "version": "1", "gateway_model": "m", "license": "x", "intended_use": "x"}
-        control.registry.register(ed, "default", ModelCard.model_validate({**card, "owner_team": "t"}))
+        services.registry.register(ed, "default", ModelCard.model_validate({**card, "owner_team": "t"}))
         releases = []
         for version in ("1.0.0", "1.0.1"):
             spec = {
@@ -47,11 +53,11 @@ def test_pointer_change_reaches_another_process_within_a_second(
                 "variables": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]},
                 "settings": {"model": "llm:1"},
             }
-            control.prompts.push(ed, "default", PromptSpec.model_validate(spec))
+            services.prompts.push(ed, "default", PromptSpec.model_validate(spec))
             request = ReleaseRequest(route="qa", prompt=f"qa@{version}")
-            releases.append(control.releases.create(ed, "default", request).id)
-        control.environments.point(ed, "default", "qa", "dev", releases[0])
-        key = control.keys.create("default", environment="dev", actor=admin).secret
+            releases.append(services.releases.create(ed, "default", request).id)
+        services.environments.point(ed, "default", "qa", "dev", releases[0])
+        key = services.keys.create(admin, "default", name="dev", environment="dev").secret
 
         served: list[str] = []
         failures: list[str] = []
@@ -77,7 +83,7 @@ def test_pointer_change_reaches_another_process_within_a_second(
             time.sleep(0.02)
         assert served, "the gateway never served the first release"
 
-        control.environments.point(ed, "default", "qa", "dev", releases[1])
+        services.environments.point(ed, "default", "qa", "dev", releases[1])
         moved = time.monotonic()
         while served[-1] != releases[1]:
             assert time.monotonic() - moved < 1.0, "the second process did not switch within 1 s"

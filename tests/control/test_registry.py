@@ -13,11 +13,13 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from lockgate.service_errors import Conflict, Forbidden, Invalid, NotFound
 from lockgate.control.registry import ModelCard, ModelRegistry, ModelStatus, TrainingSpec, parse_card
 from lockgate.instance import Instance
 from lockgate.security.rbac import Actor, Role
+from lockgate.service_errors import Conflict, Forbidden, Invalid, NotFound
+from lockgate.services import Services
 from lockgate.store.tables import audit_log
+from tests.support.people import person
 
 GUIDE = (Path(__file__).parents[2] / "docs" / "registry.md").read_text()
 
@@ -30,31 +32,21 @@ class People:
     viewer: Actor
 
 
-def actors(instance: Instance) -> tuple[Actor, Actor, Actor]:
-    """root (admin), eddie (editor) and eve (viewer) in tenant ``default``."""
-    if "default" not in {t.name for t in instance.tenants.list()}:
-        instance.tenants.create("default")
-    users = instance.users
-    users.create(None, "root", {"default": [Role.ADMIN]})
-    admin = users.authenticate(users.issue_token(None, "root").secret)
-    users.create(admin, "eddie", {"default": [Role.EDITOR]})
-    users.create(admin, "eve", {"default": [Role.VIEWER]})
-    editor = users.authenticate(users.issue_token(admin, "eddie").secret)
-    viewer = users.authenticate(users.issue_token(admin, "eve").secret)
-    return admin, editor, viewer
-
-
 @pytest.fixture
-def people(instance: Instance) -> People:
-    return People(ModelRegistry(instance.engine, instance.audit), *actors(instance))
+def people(services: Services, admin: Actor) -> People:
+    """admin, eddie (editor) and eve (viewer) in tenant ``default``."""
+    editor = person(services, admin, "eddie", Role.EDITOR)
+    viewer = person(services, admin, "eve", Role.VIEWER)
+    return People(services.registry, admin, editor, viewer)
 
 
-def card(version: str = "1", name: str = "support-llm", **extra: Any) -> ModelCard:
+def card(version: str = "1", name: str = "support-llm", gateway_model: str = "m", **extra: Any) -> ModelCard:
+    """A card served by ``gateway_model``, one of the models the test server serves (m, other)."""
     return parse_card(
         {
             "name": name,
             "version": version,
-            "gateway_model": f"{name}-v{version}",
+            "gateway_model": gateway_model,
             "provider": "openai",
             "license": "proprietary",
             "intended_use": "answering support tickets",
@@ -84,50 +76,52 @@ def audit_entries(instance: Instance, action: str) -> list[dict[str, Any]]:
 def test_register_then_resolve_by_alias_version_and_bare_name(people: People, instance: Instance) -> None:
     registry, editor = people.registry, people.editor
     first = registry.register(editor, "default", card("1", context_window=8192, input_price_per_1m=0.5))
-    registry.register(editor, "default", card("2"))
+    registry.register(editor, "default", card("2", gateway_model="other"))
     registry.register(editor, "default", card("1", name="other-llm"))
     registry.set_alias(editor, "default", "support-llm", "champion", "1")
 
     assert first.status is ModelStatus.ACTIVE
     assert first.created_by == "eddie"
-    assert registry.resolve("default", "support-llm@champion").card == first.card
-    assert registry.resolve("default", "support-llm@champion").aliases == ("champion",)
-    assert registry.resolve("default", "support-llm:2").card.gateway_model == "support-llm-v2"
-    assert registry.resolve("default", "support-llm").version == "2"
-    assert registry.get("default", "support-llm", "1").card.context_window == 8192
+    viewer = people.viewer
+    assert registry.resolve(viewer, "default", "support-llm@champion").card == first.card
+    assert registry.resolve(viewer, "default", "support-llm@champion").aliases == ("champion",)
+    assert registry.resolve(viewer, "default", "support-llm:2").card.gateway_model == "other"
+    assert registry.resolve(viewer, "default", "support-llm").version == "2"
+    assert registry.get(viewer, "default", "support-llm", "1").card.context_window == 8192
 
     registry.set_status(editor, "default", "support-llm", "2", ModelStatus.DEPRECATED)
-    assert registry.resolve("default", "support-llm").version == "1"
-    assert [m.reference for m in registry.list("default")] == [
+    assert registry.resolve(viewer, "default", "support-llm").version == "1"
+    assert [m.reference for m in registry.list(viewer, "default")] == [
         "other-llm:1",
         "support-llm:1",
         "support-llm:2",
     ]
-    assert [m.version for m in registry.list("default", "support-llm")] == ["1", "2"]
+    assert [m.version for m in registry.list(viewer, "default", "support-llm")] == ["1", "2"]
 
     registered = audit_entries(instance, "model.register")
     assert len(registered) == 3
     entry = registered[0]
     assert entry["resource"] == "model:default/support-llm:1"
     assert entry["outcome"] == "success"
-    assert entry["after"]["gateway_model"] == "support-llm-v1"
+    assert entry["after"]["gateway_model"] == "m"
 
 
 def test_unknown_references_are_not_found(people: People) -> None:
     people.registry.register(people.editor, "default", card("1"))
     for reference in ("support-llm:9", "support-llm@champion", "nothing"):
         with pytest.raises(NotFound):
-            people.registry.resolve("default", reference)
-    with pytest.raises(NotFound, match="unknown tenant 'acme'"):
-        people.registry.list("acme")
+            people.registry.resolve(people.viewer, "default", reference)
+    # A tenant nobody gave you a role in, existing or not, is refused alike.
+    with pytest.raises(Forbidden):
+        people.registry.list(people.editor, "acme")
 
 
 def test_duplicate_name_and_version_is_refused(people: People) -> None:
     people.registry.register(people.editor, "default", card("1"))
     with pytest.raises(Conflict, match="support-llm:1 already exists"):
-        people.registry.register(people.editor, "default", card("1", gateway_model="elsewhere"))
-    [only] = people.registry.list("default")
-    assert only.card.gateway_model == "support-llm-v1"
+        people.registry.register(people.editor, "default", card("1", gateway_model="other"))
+    [only] = people.registry.list(people.viewer, "default")
+    assert only.card.gateway_model == "m"
 
 
 def test_file_artifact_must_match_its_sha256(people: People, tmp_path: Path) -> None:
@@ -143,11 +137,11 @@ def test_file_artifact_must_match_its_sha256(people: People, tmp_path: Path) -> 
         people.registry.register(people.editor, "default", card("1", artifact_uri=missing, sha256=right))
     with pytest.raises(Invalid, match="needs its sha256"):
         card("1", artifact_uri=uri)
-    assert people.registry.list("default") == []
+    assert people.registry.list(people.viewer, "default") == []
 
     accepted = people.registry.register(people.editor, "default", card("1", artifact_uri=uri, sha256=right))
     assert accepted.card.sha256 == right
-    assert people.registry.resolve("default", "support-llm:1").card.artifact_uri == uri
+    assert people.registry.resolve(people.viewer, "default", "support-llm:1").card.artifact_uri == uri
 
 
 def test_remote_artifacts_are_recorded_without_a_download(people: People) -> None:
@@ -177,10 +171,11 @@ def test_retired_models_cannot_enter_a_release_but_deprecated_ones_can(people: P
 
 
 def test_a_viewer_cannot_register_and_the_refusal_is_audited(people: People, instance: Instance) -> None:
-    with pytest.raises(Forbidden, match="eve lacks the editor role"):
+    with pytest.raises(Forbidden, match=r"eve may not models\.register in tenant 'default': it needs editor"):
         people.registry.register(people.viewer, "default", card("1"))
-    assert people.registry.list("default") == []
-    assert audit_entries(instance, "model.register") == [
+    assert people.registry.list(people.viewer, "default") == []
+    assert audit_entries(instance, "model.register") == []
+    assert audit_entries(instance, "models.register") == [
         {
             "actor": "eve",
             "resource": "model:default/support-llm:1",
@@ -193,32 +188,51 @@ def test_a_viewer_cannot_register_and_the_refusal_is_audited(people: People, ins
 
 def test_an_editor_can_deprecate_but_not_retire(people: People, instance: Instance) -> None:
     people.registry.register(people.editor, "default", card("1"))
-    with pytest.raises(Forbidden, match="admin role"):
+    with pytest.raises(Forbidden, match="it needs admin"):
         people.registry.set_status(people.editor, "default", "support-llm", "1", ModelStatus.RETIRED)
-    assert people.registry.get("default", "support-llm", "1").status is ModelStatus.ACTIVE
+    assert people.registry.get(people.viewer, "default", "support-llm", "1").status is ModelStatus.ACTIVE
 
     people.registry.set_status(people.editor, "default", "support-llm", "1", ModelStatus.DEPRECATED)
     people.registry.set_status(people.admin, "default", "support-llm", "1", ModelStatus.RETIRED)
+    refusals = [(e["actor"], e["outcome"], e["resource"]) for e in audit_entries(instance, "models.retire")]
+    assert refusals == [("eddie", "denied", "model:default/support-llm:1")]
     statuses = [
         (e["actor"], e["outcome"], e["before"], e["after"]) for e in audit_entries(instance, "model.status")
     ]
     assert statuses == [
-        ("eddie", "denied", None, None),
         ("eddie", "success", {"status": "active"}, {"status": "deprecated"}),
-        ("root", "success", {"status": "deprecated"}, {"status": "retired"}),
+        ("admin", "success", {"status": "deprecated"}, {"status": "retired"}),
     ]
+
+
+def test_a_card_must_name_a_model_this_server_serves(people: People, instance: Instance) -> None:
+    with pytest.raises(Invalid) as refused:
+        people.registry.register(people.editor, "default", card("1", gateway_model="gpt-nope"))
+    assert refused.value.status == 422
+    assert refused.value.message == "gateway_model: unknown model(s) gpt-nope; this gateway serves m, other"
+    assert people.registry.list(people.viewer, "default") == []
+    assert audit_entries(instance, "model.register") == []
+
+
+def test_a_card_must_name_a_model_the_tenant_may_use(services: Services, admin_token: str) -> None:
+    services.tenants.create(services.tokens.authenticate(admin_token), "acme", allowed_models=["m"])
+    admin = services.tokens.authenticate(admin_token)
+    editor = person(services, admin, "ann", Role.EDITOR, tenant="acme")
+    with pytest.raises(Invalid, match="gateway_model: tenant 'acme' may not use other"):
+        services.registry.register(editor, "acme", card("1", gateway_model="other"))
+    assert services.registry.register(editor, "acme", card("1")).card.gateway_model == "m"
 
 
 def test_moving_an_alias_records_before_and_after(people: People, instance: Instance) -> None:
     registry, editor = people.registry, people.editor
     registry.register(editor, "default", card("1"))
-    registry.register(editor, "default", card("2"))
+    registry.register(editor, "default", card("2", gateway_model="other"))
     registry.set_alias(editor, "default", "support-llm", "champion", "1")
     moved = registry.set_alias(editor, "default", "support-llm", "champion", "2")
 
     assert moved.aliases == ("champion",)
-    assert registry.get("default", "support-llm", "1").aliases == ()
-    assert registry.resolve("default", "support-llm@champion").version == "2"
+    assert registry.get(people.viewer, "default", "support-llm", "1").aliases == ()
+    assert registry.resolve(people.viewer, "default", "support-llm@champion").version == "2"
     entries = audit_entries(instance, "model.alias")
     assert [(e["resource"], e["before"], e["after"]) for e in entries] == [
         ("model:default/support-llm:1", None, {"alias": "champion", "version": "1"}),
@@ -243,7 +257,7 @@ def test_aliases_are_checked(people: People) -> None:
     with pytest.raises(Invalid, match="retired"):
         registry.set_alias(editor, "default", "support-llm", "champion", "1")
     with pytest.raises(NotFound):
-        registry.resolve("default", "support-llm@champion")
+        registry.resolve(people.viewer, "default", "support-llm@champion")
 
 
 LORA = {"base_model": "llama-3-8b", "method": "lora", "rank": 16, "alpha": 32, "target_modules": ["q_proj"]}

@@ -9,12 +9,14 @@ import orjson
 import pytest
 import yaml
 
-from lockgate.service_errors import Forbidden, Invalid, NotFound
 from lockgate.evals.datasets import DatasetSpec, content_sha256, load_file
 from lockgate.instance import Instance
 from lockgate.ops.records import RequestRecord
 from lockgate.security.rbac import Actor, Role
+from lockgate.service_errors import Forbidden, Invalid, NotFound
+from lockgate.services import Services
 from lockgate.store.tables import request_content, request_log, tenants
+from tests.support.people import person
 
 SCORERS = [{"type": "icontains", "threshold": 1.0}]
 
@@ -55,7 +57,7 @@ def test_jsonl_and_csv_give_the_same_cases(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("cases", "message"),
     [
-        ('{"id": "a"}\n{"id": "a"}\n', "cases.jsonl:2: id: 'a' is already used on line 1"),
+        ('{"id": "a"}\n{"id": "a"}\n', "cases.jsonl:2: id: 'a' is already used by "),
         ('{"id": "a"}\n{"id": \n', "cases.jsonl:2: not valid JSON"),
         ('{"id": "a", "facts": "Paris"}\n', "cases.jsonl:1: facts: Input should be a valid list"),
         ('{"id": "a", "answer": 1}\n', "cases.jsonl:1: answer: Extra inputs are not permitted"),
@@ -97,8 +99,15 @@ def test_builtin_safety_probes_load(tmp_path: Path) -> None:
     assert categories == {"prompt_injection", "jailbreak", "pii_leak"}
 
 
-def test_versions_are_content_addressed(instance: Instance, admin: Actor, tmp_path: Path) -> None:
-    service = instance.control().datasets
+def test_a_duplicate_case_id_names_both_lines(tmp_path: Path) -> None:
+    with pytest.raises(Invalid) as caught:
+        load_file(write(tmp_path, '{"id": "a"}\n{"id": "b"}\n{"id": "a"}\n'))
+    cases = tmp_path.resolve() / "cases.jsonl"
+    assert caught.value.message == f"{cases}:3: id: 'a' is already used by {cases}:1"
+
+
+def test_versions_are_content_addressed(services: Services, admin: Actor, tmp_path: Path) -> None:
+    service = services.datasets
     spec, cases = load_file(write(tmp_path, jsonl({"id": "a", "facts": ["x"]})))
     first = service.push(admin, "default", spec, cases)
     again = service.push(admin, "default", spec, cases)
@@ -119,18 +128,17 @@ def test_versions_are_content_addressed(instance: Instance, admin: Actor, tmp_pa
         service.resolve("default", "golden@latest")
 
 
-def test_pushing_needs_an_editor(instance: Instance, admin: Actor, tmp_path: Path) -> None:
-    control = instance.control()
-    control.users.create(admin, "vic", {"default": [Role.VIEWER]})
-    vic = control.users.authenticate(control.users.issue_token(admin, "vic").secret)
+def test_pushing_needs_an_editor(services: Services, admin: Actor, tmp_path: Path) -> None:
+    vic = person(services, admin, "vic", Role.VIEWER)
     spec, cases = load_file(write(tmp_path, jsonl({"id": "a"})))
     with pytest.raises(Forbidden):
-        control.datasets.push(vic, "default", spec, cases)
-    assert control.datasets.list("default") == []
+        services.datasets.push(vic, "default", spec, cases)
+    assert services.datasets.list(vic, "default") == []
+    with pytest.raises(Forbidden):
+        services.datasets.capture(vic, "default", spec, route="support-answer", since=datetime.now(UTC))
 
 
-def test_capture_from_stored_production_content(instance: Instance, admin: Actor) -> None:
-    control = instance.control()
+def test_capture_from_stored_production_content(services: Services, instance: Instance, admin: Actor) -> None:
     with instance.engine.begin() as connection:
         tenant_id = connection.execute(tenants.select().where(tenants.c.name == "default")).first().id  # type: ignore[union-attr]
         for i, status in enumerate((200, 200, 500)):
@@ -156,10 +164,10 @@ def test_capture_from_stored_production_content(instance: Instance, admin: Actor
                 )
             )
     spec = DatasetSpec(name="captured", scorers=SCORERS)
-    stored = control.datasets.capture(
+    stored = services.datasets.capture(
         admin, "default", spec, route="support-answer", since=datetime.now(UTC) - timedelta(hours=1)
     )
     assert sorted((c.variables["question"], c.expected) for c in stored.cases) == [("q0", "a0"), ("q1", "a1")]
     assert all(c.tags == ["captured"] for c in stored.cases)
     with pytest.raises(NotFound, match="store_content"):
-        control.datasets.capture(admin, "default", spec, route="other", since=datetime.now(UTC))
+        services.datasets.capture(admin, "default", spec, route="other", since=datetime.now(UTC))

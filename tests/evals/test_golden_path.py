@@ -1,5 +1,6 @@
 """The delivery rule end to end: register -> prompt -> release -> eval -> gate -> promote through dev,
 stage and prod (with approval) -> evidence that verifies, in the store and as an exported bundle.
+Evals run as on the server: queued through the service, executed by an eval worker through a gateway.
 
 A second release whose prompt drops the required JSON format is then evaluated the same way and the
 gate refuses it, naming the metric, the dataset, the value, the baseline and the threshold.
@@ -13,14 +14,14 @@ from typing import Any
 import pytest
 
 from lockgate.control.environments import GateRefused
-from lockgate.control.plane import ControlPlane
 from lockgate.control.releases import Release, ReleaseRequest
-from lockgate.gates.evidence_format import verify_bundle
 from lockgate.evals.cases import Case
 from lockgate.evals.datasets import DatasetSpec
+from lockgate.gates.evidence_format import verify_bundle
 from lockgate.gates.gate import GateSpec
 from lockgate.instance import Instance
 from lockgate.security.rbac import Actor
+from lockgate.services import Services
 from tests.control.test_golden_path import ROUTE, Team, card, prompt
 from tests.support.evals import run_eval
 from tests.support.processes import StubUpstream
@@ -46,30 +47,27 @@ def golden_cases() -> list[Case]:
 
 
 def evaluate(
-    instance: Instance, control: ControlPlane, actor: Actor, release: Release, stub: StubUpstream
+    services: Services, instance: Instance, actor: Actor, release: Release, stub: StubUpstream
 ) -> Evaluated:
-    """Run the golden dataset on ``release`` through the real gateway pipeline, in this process."""
-    summary = run_eval(instance, control, actor, release.id, "support-golden", stub, against="stage")
+    """Queue the golden dataset on ``release`` and let an eval worker run it through the gateway."""
+    summary = run_eval(services, instance, actor, release.id, "support-golden", stub, against="stage")
     return Evaluated(summary)
 
 
 @pytest.fixture
-def control(instance: Instance) -> ControlPlane:
-    return instance.control()
-
-
-@pytest.fixture
-def team(control: ControlPlane, admin: Actor) -> Team:
-    return Team(control, admin)
+def team(services: Services, admin: Actor) -> Team:
+    return Team(services, admin)
 
 
 def test_golden_path_with_gate_and_evidence(
-    instance: Instance, control: ControlPlane, team: Team, admin: Actor, stub: StubUpstream
+    instance: Instance, services: Services, team: Team, admin: Actor, stub: StubUpstream
 ) -> None:
-    control.registry.register(team.erin, "default", card("support-llm"))
-    control.registry.set_alias(team.erin, "default", "support-llm", "champion", "1")
-    control.prompts.push(team.erin, "default", prompt("1.0.0", 'reply:{"answer": "{{ question }}"}'))
-    good = control.releases.create(team.erin, "default", ReleaseRequest(route=ROUTE, prompt=f"{ROUTE}@1.0.0"))
+    services.registry.register(team.erin, "default", card("support-llm"))
+    services.registry.set_alias(team.erin, "default", "support-llm", "champion", "1")
+    services.prompts.push(team.erin, "default", prompt("1.0.0", 'reply:{"answer": "{{ question }}"}'))
+    good = services.releases.create(
+        team.erin, "default", ReleaseRequest(route=ROUTE, prompt=f"{ROUTE}@1.0.0")
+    )
     spec = DatasetSpec(
         name="support-golden",
         scorers=[
@@ -77,23 +75,23 @@ def test_golden_path_with_gate_and_evidence(
             {"type": "contains", "threshold": 1.0},
         ],
     )
-    control.datasets.push(team.erin, "default", spec, golden_cases())
-    control.gates.set(admin, "default", GateSpec(route=ROUTE, datasets=["support-golden"]))
+    services.datasets.push(team.erin, "default", spec, golden_cases())
+    services.gates.set(admin, "default", GateSpec(route=ROUTE, datasets=["support-golden"]))
 
     # No eval yet: the gate refuses and says which command to run.
-    control.environments.point(team.erin, "default", ROUTE, "dev", good.id)
+    services.environments.point(team.erin, "default", ROUTE, "dev", good.id)
     with pytest.raises(GateRefused, match="has no completed eval run on support-golden@1"):
-        control.environments.promote(team.dan, "default", ROUTE, "stage")
+        services.environments.promote(team.dan, "default", ROUTE, "stage")
 
-    evaluated = evaluate(instance, control, team.erin, good, stub)
+    evaluated = evaluate(services, instance, team.erin, good, stub)
     assert evaluated.summary["quality"] == 1.0
     assert evaluated.summary["pass_rate"] == 1.0
-    control.environments.promote(team.dan, "default", ROUTE, "stage")
-    control.environments.approve(team.april, "default", good.id, "prod")
-    control.environments.promote(team.dan, "default", ROUTE, "prod")
-    assert control.environments.pointer("default", ROUTE, "prod").release_id == good.id
+    services.environments.promote(team.dan, "default", ROUTE, "stage")
+    services.environments.approve(team.april, "default", good.id, "prod")
+    services.environments.promote(team.dan, "default", ROUTE, "prod")
+    assert services.environments.pointer("default", ROUTE, "prod").release_id == good.id
 
-    records = control.evidence.list("default", release_id=good.id)
+    records = services.evidence.list(team.vic, "default", release_id=good.id)
     assert [(r.environment, r.decision) for r in records] == [
         ("stage", "deny"),  # no eval yet
         ("stage", "allow"),
@@ -105,9 +103,9 @@ def test_golden_path_with_gate_and_evidence(
     assert prod.record["git_commit"] == good.content.git_commit
     assert {ref["dataset"] for ref in prod.record["reports"]} == {"support-golden@1"}
     assert {ref["format"] for ref in prod.record["reports"]} == {"json", "html", "junit"}
-    assert control.evidence.verify("default", prod.id).ok
+    assert services.evidence.verify(team.vic, "default", prod.id).ok
 
-    bundle = control.evidence.export("default", prod.id)
+    bundle = services.evidence.export(team.vic, "default", prod.id)
     assert verify_bundle(bundle).ok
     for position in range(0, len(bundle), max(1, len(bundle) // 300)):
         altered = bytearray(bundle)
@@ -115,21 +113,21 @@ def test_golden_path_with_gate_and_evidence(
         assert not verify_bundle(bytes(altered)).ok, f"flipping byte {position} went unnoticed"
 
     # A worse release: the prompt no longer asks for JSON, so every answer breaks the output contract.
-    control.prompts.push(team.erin, "default", prompt("1.0.1", "reply:{{ question }}"))
-    worse = control.releases.create(
+    services.prompts.push(team.erin, "default", prompt("1.0.1", "reply:{{ question }}"))
+    worse = services.releases.create(
         team.erin, "default", ReleaseRequest(route=ROUTE, prompt=f"{ROUTE}@1.0.1")
     )
-    worse_eval = evaluate(instance, control, team.erin, worse, stub)
+    worse_eval = evaluate(services, instance, team.erin, worse, stub)
     assert worse_eval.summary["quality"] < 0.6
-    control.environments.point(team.erin, "default", ROUTE, "dev", worse.id)
+    services.environments.point(team.erin, "default", ROUTE, "dev", worse.id)
     with pytest.raises(GateRefused) as refused:
-        control.environments.promote(team.dan, "default", ROUTE, "stage")
+        services.environments.promote(team.dan, "default", ROUTE, "stage")
     reason = next(r for r in refused.value.reasons if r.startswith("quality"))
     quality = float(worse_eval.summary["quality"])
     for part in ("support-golden@1", f"{quality:.3f}", "1.000", good.id, "0.020"):
         assert part in reason, f"{part!r} missing from {reason!r}"
-    assert control.environments.pointer("default", ROUTE, "stage").release_id == good.id
-    denied = control.evidence.list("default", release_id=worse.id)
+    assert services.environments.pointer("default", ROUTE, "stage").release_id == good.id
+    denied = services.evidence.list(team.vic, "default", release_id=worse.id)
     assert [(r.environment, r.decision) for r in denied] == [("stage", "deny")]
     assert reason in denied[0].record["reasons"]
-    assert control.evidence.verify("default", denied[0].id).ok
+    assert services.evidence.verify(team.vic, "default", denied[0].id).ok

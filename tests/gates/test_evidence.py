@@ -21,9 +21,10 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import ValidationError
 
-from lockgate.service_errors import Forbidden, NotFound
+from lockgate.control.environments import GateRefused
 from lockgate.control.releases import Release, ReleaseRequest
-from lockgate.gates.evidence_format import verify_bundle
+from lockgate.evals.cases import Case
+from lockgate.evals.datasets import DatasetSpec
 from lockgate.gates.evidence import (
     DatasetRef,
     EvidenceDraft,
@@ -32,9 +33,13 @@ from lockgate.gates.evidence import (
     ReportRef,
     StoredEvidence,
 )
+from lockgate.gates.evidence_format import verify_bundle
+from lockgate.gates.gate import GateSpec
 from lockgate.instance import Instance
 from lockgate.security.audit_verify import verify as verify_audit_log
-from lockgate.security.rbac import Actor, Role
+from lockgate.security.rbac import SYSTEM, Actor
+from lockgate.service_errors import Forbidden, NotFound
+from lockgate.services import Services, build_services
 from lockgate.store.tables import (
     audit_heads,
     audit_log,
@@ -44,8 +49,10 @@ from lockgate.store.tables import (
     evidence,
     releases,
 )
-from tests.control.test_golden_path import ROUTE, card, prompt
-from tests.evals.test_bundle import ALL_CHECKS, seal
+from tests.control.test_golden_path import ROUTE, card, gates_optional, prompt
+from tests.gates.test_evidence_format import ALL_CHECKS, seal
+from tests.support.evals import execute_run
+from tests.support.processes import StubUpstream
 
 DB_CHECKS = (ALL_CHECKS - {"canonical", "format"}) | {"record", "audit chain", "trusted key"}
 MODULES = {"gate.rego": "package lockgate.gate\n\ndefault allow := false\n", "lib.rego": "package lib\n"}
@@ -69,6 +76,7 @@ def canon(value: Any) -> bytes:
 @dataclass
 class World:
     instance: Instance
+    services: Services
     service: EvidenceService
     admin: Actor
     release: Release
@@ -97,7 +105,7 @@ class World:
 
     @property
     def public_key(self) -> str:
-        return self.instance.audit.signer.public_key
+        return self.instance.signer.public_key
 
     def sql(self, statement: Any) -> None:
         with self.instance.engine.begin() as connection:
@@ -105,7 +113,9 @@ class World:
 
 
 def _tenant_id(instance: Instance) -> str:
-    return instance.tenants.get("default").id
+    with instance.engine.connect() as connection:
+        found = connection.execute(sa.text("SELECT id FROM tenants WHERE name = 'default'")).scalar_one()
+    return str(found)
 
 
 def _insert_dataset(instance: Instance) -> tuple[str, DatasetRef]:
@@ -145,6 +155,7 @@ def _insert_run(instance: Instance, release_id: str, dataset_id: str, reports: d
                 created_by="erin",
                 started_at=now,
                 finished_at=now,
+                origin="server",
             )
         )
         for fmt, content in reports.items():
@@ -157,18 +168,17 @@ def _insert_run(instance: Instance, release_id: str, dataset_id: str, reports: d
 
 
 @pytest.fixture
-def world(instance: Instance, admin: Actor) -> World:
-    return build_world(instance, admin)
+def world(services: Services, instance: Instance, admin: Actor) -> World:
+    return build_world(services, instance, admin)
 
 
-def build_world(instance: Instance, admin: Actor) -> World:
-    """A release made through the control plane, a dataset, and a candidate and a baseline run."""
-    control = instance.control()
-    control.registry.register(admin, "default", card("support-llm"))
-    control.registry.set_alias(admin, "default", "support-llm", "champion", "1")
-    control.prompts.push(admin, "default", prompt("1.0.0", "{{ question }}"))
+def build_world(services: Services, instance: Instance, admin: Actor) -> World:
+    """A release made through the services, a dataset, and a candidate and a baseline run."""
+    services.registry.register(admin, "default", card("support-llm"))
+    services.registry.set_alias(admin, "default", "support-llm", "champion", "1")
+    services.prompts.push(admin, "default", prompt("1.0.0", "{{ question }}"))
     request = ReleaseRequest(route=ROUTE, prompt=f"{ROUTE}@1.0.0", git_commit="4f2a9c1")
-    release = control.releases.create(admin, "default", request)
+    release = services.releases.create(admin, "default", request)
     dataset_id, dataset = _insert_dataset(instance)
     candidate = _insert_run(instance, release.id, dataset_id, {"json": REPORT_JSON, "md": REPORT_MD})
     baseline = _insert_run(instance, release.id, dataset_id, {"json": '{"pass_rate": 0.9}'})
@@ -195,8 +205,9 @@ def build_world(instance: Instance, admin: Actor) -> World:
             sha256=sha(b'{"pass_rate": 0.9}'),
         ),
     ]
-    service = EvidenceService(instance.engine, instance.audit)
-    return World(instance, service, admin, release, dataset, reports, [candidate, baseline])
+    return World(
+        instance, services, services.evidence, admin, release, dataset, reports, [candidate, baseline]
+    )
 
 
 def audit_row(world: World, seq: int) -> Any:
@@ -255,38 +266,39 @@ def test_get_and_list(world: World) -> None:
     denied = world.service.record(world.admin, "default", world.draft())
     allowed = world.service.record(world.admin, "default", world.draft(environment="stage", decision="allow"))
 
-    assert world.service.get("default", denied.id) == denied
-    assert [e.id for e in world.service.list("default")] == [denied.id, allowed.id]
-    assert [e.id for e in world.service.list("default", release_id=world.release.id)] == [
+    assert world.service.get(world.admin, "default", denied.id) == denied
+    assert [e.id for e in world.service.list(world.admin, "default")] == [denied.id, allowed.id]
+    assert [e.id for e in world.service.list(world.admin, "default", release_id=world.release.id)] == [
         denied.id,
         allowed.id,
     ]
-    assert world.service.list("default", release_id="rel_other") == []
-    assert [e.id for e in world.service.list("default", route=ROUTE)] == [denied.id, allowed.id]
-    assert world.service.list("default", route="other-route") == []
-    assert world.service.get("default", allowed.id).decision == "allow"
+    assert world.service.list(world.admin, "default", release_id="rel_other") == []
+    assert [e.id for e in world.service.list(world.admin, "default", route=ROUTE)] == [denied.id, allowed.id]
+    assert world.service.list(world.admin, "default", route="other-route") == []
+    assert world.service.get(world.admin, "default", allowed.id).decision == "allow"
 
 
-def test_evidence_belongs_to_its_tenant(world: World) -> None:
+def test_evidence_belongs_to_its_tenant(world: World, admin_token: str) -> None:
     stored = world.service.record(world.admin, "default", world.draft())
-    world.instance.tenants.create("acme")
+    world.services.tenants.create(world.admin, "acme")
+    admin = world.services.tokens.authenticate(admin_token)  # now also the admin of acme
     with pytest.raises(NotFound, match=stored.id):
-        world.service.get("acme", stored.id)
-    assert world.service.list("acme") == []
+        world.service.get(admin, "acme", stored.id)
+    assert world.service.list(admin, "acme") == []
     with pytest.raises(NotFound, match="evd_000000000000000000000000"):
-        world.service.get("default", "evd_000000000000000000000000")
+        world.service.get(admin, "default", "evd_000000000000000000000000")
     with pytest.raises(NotFound, match="unknown tenant 'nope'"):
-        world.service.list("nope")
+        world.service.list(SYSTEM, "nope")
 
 
 def test_a_refused_attempt_is_recorded_whoever_made_it(world: World) -> None:
     nobody = Actor(name="mallory", roles={}, source="cli")
     with pytest.raises(Forbidden):
-        nobody.require("default", Role.DEPLOYER, "promote")
+        world.services.authz.require(nobody, "routes.promote", "default")
     stored = world.service.record(nobody, "default", world.draft(decision="refused", reasons=["no role"]))
     assert stored.decision == "refused"
     assert audit_row(world, stored.audit_seq).actor == "mallory"
-    assert world.service.verify("default", stored.id).ok
+    assert world.service.verify(world.admin, "default", stored.id).ok
 
 
 def test_evidence_and_its_audit_entry_commit_or_roll_back_together(world: World) -> None:
@@ -297,7 +309,7 @@ def test_evidence_and_its_audit_entry_commit_or_roll_back_together(world: World)
     ):
         world.service.append(connection, world.admin, "default", world.draft(decision="allow"))
         raise RuntimeError("promotion failed")
-    assert world.service.list("default") == []
+    assert world.service.list(world.admin, "default") == []
     assert audit_count(world) == before
 
     with pytest.raises(NotFound, match="unknown tenant"):
@@ -321,7 +333,7 @@ def test_a_draft_names_the_field_at_fault(world: World) -> None:
 
 def test_verify_passes_on_untouched_evidence(world: World) -> None:
     stored = world.service.record(world.admin, "default", world.draft())
-    result = world.service.verify("default", stored.id)
+    result = world.service.verify(world.admin, "default", stored.id)
     assert result.ok, result.checks
     assert {check.name for check in result.checks} == DB_CHECKS
     assert result.fingerprint == sha(base64.b64decode(world.public_key))[:16]
@@ -355,7 +367,7 @@ TAMPERING: dict[str, tuple[Callable[[World, StoredEvidence], Any], set[str]]] = 
         lambda w, s: (
             evidence.update()
             .where(evidence.c.id == s.id)
-            .values(signature=w.instance.audit.signer.sign(b"lockgate-evidence:" + b"0" * 64))
+            .values(signature=w.instance.signer.sign(b"lockgate-evidence:" + b"0" * 64))
         ),
         {"signature"},
     ),
@@ -427,7 +439,7 @@ def test_verify_finds_tampering(world: World, case: str) -> None:
     stored = world.service.record(world.admin, "default", world.draft())
     change, expected = TAMPERING[case]
     world.sql(change(world, stored))
-    result = world.service.verify("default", stored.id)
+    result = world.service.verify(world.admin, "default", stored.id)
     assert not result.ok
     assert set(result.failed) == expected, result.checks
 
@@ -435,7 +447,7 @@ def test_verify_finds_tampering(world: World, case: str) -> None:
 def test_verify_of_an_unreadable_record_reports_it(world: World) -> None:
     stored = world.service.record(world.admin, "default", world.draft())
     world.sql(evidence.update().where(evidence.c.id == stored.id).values(record="{not json"))
-    result = world.service.verify("default", stored.id)
+    result = world.service.verify(world.admin, "default", stored.id)
     assert set(result.failed) == {"record", "digest"}
     assert "not JSON" in result.checks[0].detail
 
@@ -445,11 +457,11 @@ def test_verify_of_an_unreadable_record_reports_it(world: World) -> None:
 
 def test_export_holds_everything_and_verifies_offline(world: World) -> None:
     stored = world.service.record(world.admin, "default", world.draft())
-    data = world.service.export("default", stored.id)
+    data = world.service.export(world.admin, "default", stored.id)
 
     result = verify_bundle(data, world.public_key)
     assert result.ok, result.checks
-    assert result.fingerprint == world.service.verify("default", stored.id).fingerprint
+    assert result.fingerprint == world.service.verify(world.admin, "default", stored.id).fingerprint
     document = orjson.loads(data)
     assert document["format"] == "lockgate-evidence/1"
     assert document["evidence"]["record"] == stored.record
@@ -467,7 +479,7 @@ def test_export_holds_everything_and_verifies_offline(world: World) -> None:
 
 def test_flipping_any_byte_of_an_export_fails(world: World) -> None:
     stored = world.service.record(world.admin, "default", world.draft())
-    data = world.service.export("default", stored.id)
+    data = world.service.export(world.admin, "default", stored.id)
     assert len(data) > 4000
     spread = {round(i * (len(data) - 1) / 399) for i in range(400)}
     assert len(spread) == 400
@@ -485,13 +497,13 @@ def test_an_export_of_a_tampered_store_fails_offline(world: World) -> None:
     stored = world.service.record(world.admin, "default", world.draft())
     change, _ = TAMPERING["report content changed"]
     world.sql(change(world, stored))
-    result = verify_bundle(world.service.export("default", stored.id), world.public_key)
+    result = verify_bundle(world.service.export(world.admin, "default", stored.id), world.public_key)
     assert result.failed == ["reports"]
 
 
 def test_a_re_signed_export_fails_only_against_the_trusted_key(world: World) -> None:
     stored = world.service.record(world.admin, "default", world.draft())
-    document = orjson.loads(world.service.export("default", stored.id))
+    document = orjson.loads(world.service.export(world.admin, "default", stored.id))
     document["evidence"]["record"]["decision"] = "allow"
     forged = canon(seal(document, Ed25519PrivateKey.generate()))
     assert verify_bundle(forged).ok
@@ -504,21 +516,60 @@ def test_export_needs_what_the_record_cites(world: World) -> None:
         eval_reports.delete().where(eval_reports.c.run_id == world.run_ids[0], eval_reports.c.format == "md")
     )
     with pytest.raises(NotFound, match=f"report {world.run_ids[0]}/md no longer exists"):
-        world.service.export("default", stored.id)
+        world.service.export(world.admin, "default", stored.id)
 
 
-# --- through the control plane ---------------------------------------------------------------------
+# --- through the promotion path --------------------------------------------------------------------
 
 
-def test_promotions_leave_evidence_that_verifies(world: World) -> None:
-    control = world.instance.control()
-    control.environments.point(world.admin, "default", ROUTE, "dev", world.release.id)
-    control.environments.promote(world.admin, "default", ROUTE, "stage")
+def test_promotions_leave_evidence_that_verifies(world: World, instance: Instance) -> None:
+    environments = world.services.environments
+    environments.point(world.admin, "default", ROUTE, "dev", world.release.id)
+    with pytest.raises(GateRefused, match="has no gate"):
+        environments.promote(world.admin, "default", ROUTE, "stage")  # gates are required by default
+
+    relaxed = build_services(instance, gates_optional())
+    relaxed.environments.promote(world.admin, "default", ROUTE, "stage")
     with pytest.raises(Forbidden):
-        control.environments.promote(world.admin, "default", ROUTE, "prod")  # nobody else approved
+        relaxed.environments.promote(world.admin, "default", ROUTE, "prod")  # nobody else approved
 
-    records = world.service.list("default", release_id=world.release.id)
-    assert [(e.environment, e.decision) for e in records] == [("stage", "allow"), ("prod", "refused")]
+    records = world.service.list(world.admin, "default", release_id=world.release.id)
+    assert [(e.environment, e.decision, e.record["action"]) for e in records] == [
+        ("stage", "deny", "promote"),
+        ("stage", "allow", "promote"),
+        ("prod", "refused", "promote"),
+    ]
+    assert any("has no gate" in warning for warning in records[1].record["warnings"])
     for record in records:
-        assert world.service.verify("default", record.id).ok
-        assert verify_bundle(world.service.export("default", record.id), world.public_key).ok
+        assert world.service.verify(world.admin, "default", record.id).ok
+        assert verify_bundle(world.service.export(world.admin, "default", record.id), world.public_key).ok
+
+
+def test_promotion_evidence_names_the_runs_it_read_and_what_answered_them(
+    world: World, instance: Instance, stub: StubUpstream
+) -> None:
+    services, admin, rid = world.services, world.admin, world.release.id
+    cases = [Case(id="q", variables={"product": "lockgate", "question": "refunds?"}, facts=["refunds"])]
+    services.datasets.push(
+        admin, "default", DatasetSpec(name="golden", scorers=[{"type": "contains"}]), cases
+    )
+    services.gates.set(admin, "default", GateSpec(route=ROUTE, datasets=["golden"]))
+    run = execute_run(services, instance, admin, rid, "golden", stub)
+    assert run.status == "complete" and run.fingerprint is not None
+    services.environments.point(admin, "default", ROUTE, "dev", rid)
+    services.environments.promote(admin, "default", ROUTE, "stage")
+
+    [record] = [r for r in world.service.list(admin, "default", release_id=rid) if r.environment == "stage"]
+    assert record.record["runs"] == [
+        {
+            "run_id": run.id,
+            "dataset": "golden@1",
+            "role": "candidate",
+            "origin": "server",
+            "fingerprint": run.fingerprint,
+            "deployments": run.deployments,
+        }
+    ]
+    [deployment] = record.record["runs"][0]["deployments"]
+    assert (deployment["model"], deployment["upstream_model"]) == ("m", "upstream-m")
+    assert world.service.verify(admin, "default", record.id).ok

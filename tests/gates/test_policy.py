@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from regopy import Interpreter
 
-from lockgate.service_errors import Invalid
 from lockgate.gates.policy import (
     DEFAULT_POLICY,
     DEFAULT_TESTS,
@@ -24,6 +23,7 @@ from lockgate.gates.policy import (
     evaluate_remote,
     run_tests,
 )
+from lockgate.service_errors import Invalid
 
 DEFAULT_RESULTS = run_tests(PolicySet.default(), {"gate_test.rego": DEFAULT_TESTS})
 

@@ -230,7 +230,7 @@ class Environments:
         if actor.name in authors:
             self._authz.deny(actor, "releases.approve", resource)
             raise Forbidden(
-                f"{actor.name} {authors[actor.name]} of release {release_id} "
+                f"{actor.name} is the {authors[actor.name]} of release {release_id} "
                 "and cannot approve it (four eyes)"
             )
         with self._engine.begin() as connection:
@@ -276,9 +276,9 @@ class Environments:
             ).scalar()
         found: dict[str, str] = {}
         for who, how in (
-            (registrant, "registered the model"),
-            (pusher, "pushed the prompt"),
-            (release.created_by, "created"),
+            (registrant, "model registrant"),
+            (pusher, "prompt pusher"),
+            (release.created_by, "creator"),
         ):
             if who is not None:
                 found[str(who)] = how

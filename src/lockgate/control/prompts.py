@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import Connection, Engine, Row, select
 from sqlalchemy.exc import IntegrityError
 
@@ -239,9 +240,17 @@ def _row(connection: Connection, row_id: str) -> Row[Any]:
 
 
 def _version(tenant: str, row: Row[Any]) -> PromptVersion:
+    try:
+        spec = PromptSpec.model_validate(row.spec)
+    except ValidationError as exc:
+        # Stored before a rule it now breaks (e.g. a template the sandbox refuses): a 422, not a 500.
+        problem = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise Invalid(
+            f"prompt {row.name}@{row.version} as stored is no longer valid: {problem}; push a new version"
+        ) from None
     return PromptVersion(
         tenant=tenant,
-        spec=PromptSpec.model_validate(row.spec),
+        spec=spec,
         content_hash=row.content_hash,
         created_by=row.created_by,
         created_at=row.created_at,

@@ -45,6 +45,7 @@ class McNemar:
 def percentile(values: Sequence[float], q: float) -> float:
     """The ``q``-th percentile (0-100) with linear interpolation; 0.0 for no values."""
     import numpy as np
+
     if not values:
         return 0.0
     return float(np.percentile(np.asarray(values, dtype=float), q))
@@ -53,6 +54,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> Interval:
     """Student-t confidence interval of the mean of ``values``."""
     import numpy as np
+
     _check_confidence(confidence)
     data = np.asarray(values, dtype=float)
     if data.size == 0:
@@ -71,6 +73,7 @@ def bootstrap_ci(
 ) -> Interval:
     """Percentile-bootstrap confidence interval of the mean; the same seed gives the same interval."""
     import numpy as np
+
     _check_confidence(confidence)
     if resamples < 1:
         raise ValueError(f"resamples must be at least 1, got {resamples}")
@@ -102,6 +105,7 @@ def paired_bootstrap(
 ) -> Interval:
     """Bootstrap interval of mean(candidate - baseline), resampling the pairs together."""
     import numpy as np
+
     _check_paired(len(candidate), len(baseline))
     differences = np.asarray(candidate, dtype=float) - np.asarray(baseline, dtype=float)
     return bootstrap_ci(differences.tolist(), confidence, resamples, seed)

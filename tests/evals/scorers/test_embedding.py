@@ -9,9 +9,9 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from lockgate.service_errors import Invalid
 from lockgate.evals.cases import ScoringContext
 from lockgate.evals.scorers import LocalEmbedder
+from lockgate.service_errors import Invalid
 from tests.evals.scorers.support import score
 
 VECTORS = {"Paris": [1.0, 0.0], "It is Paris": [0.8, 0.6], "Lyon": [0.0, 1.0], "Not Paris": [-1.0, 0.0]}

@@ -8,11 +8,11 @@ from typing import Any
 import orjson
 import pytest
 
-from lockgate.service_errors import NotFound
 from lockgate.evals.builtin import builtin_dataset_path
 from lockgate.evals.cases import Case, Outcome, ScoringContext
 from lockgate.evals.scorers import build_scorers
 from lockgate.evals.scorers.safety import SafetyLabels, find_pii, mask
+from lockgate.service_errors import NotFound
 from tests.evals.scorers.support import ScriptedModel, score
 
 SAFETY = {"type": "safety"}

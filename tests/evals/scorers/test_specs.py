@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from lockgate.service_errors import Invalid
 from lockgate.evals.cases import Case, Outcome, ScoringContext
 from lockgate.evals.scorers import build_scorers, validate_scorer_specs
+from lockgate.service_errors import Invalid
 from tests.evals.scorers.support import ScriptedModel
 
 
