@@ -7,6 +7,7 @@ import logging
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp
 
@@ -57,6 +58,17 @@ def create_control_api(services: Services, max_body_bytes: int = 16 * 1024 * 102
         where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
         message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
         return _error(422, f"{where}: {message}", "Invalid", param=where)
+
+    @api.exception_handler(DataError)
+    async def unstorable(_: Request, exc: DataError) -> JSONResponse:
+        # A value the store cannot hold (a NUL character, a number out of its column's range, on
+        # PostgreSQL) is the request's fault, not the server's.
+        log.info("control API request refused by the store: %s", exc.orig)
+        return _error(
+            422,
+            "a value in this request cannot be stored (a NUL character, or a number out of range)",
+            "Invalid",
+        )
 
     @api.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:

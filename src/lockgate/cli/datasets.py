@@ -44,9 +44,11 @@ def push(file: str, tenant: str, client: Client) -> None:
     except ClientError as exc:
         # The server names cases by index; the author reads them by file and line.
         match = _CASE.match(exc.message)
-        if match is None:
-            raise
-        fail(found.where(int(match["index"])) + exc.message[match.end() :])
+        if match is not None:
+            fail(found.where(int(match["index"])) + exc.message[match.end() :])
+        if exc.message.startswith("spec: "):
+            fail(f"{found.path}: {exc.message.removeprefix('spec: ')}")
+        raise
     click.echo(f"{stored['ref']}  {stored['cases']} cases  sha256 {stored['sha256']}")
 
 

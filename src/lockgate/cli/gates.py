@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lockgate.cli.client import Client
+from lockgate.cli.client import Client, ClientError
 from lockgate.cli.files import read_yaml
 from lockgate.cli.options import connected, emit_json, fail, json_option, tenant_option, tenant_path, when
 
@@ -42,7 +42,15 @@ def set_gate(file: str, tenant: str, client: Client) -> None:
     route = raw.get("route")
     if not isinstance(route, str) or not route:
         fail(f"{file}: route: name the route this gate guards")
-    stored = client.put(tenant_path(tenant, "gates", route), {"spec": raw, "policies": modules})
+    try:
+        stored = client.put(tenant_path(tenant, "gates", route), {"spec": raw, "policies": modules})
+    except ClientError as exc:
+        # The server names the gate document; the author reads it as this file.
+        fail(
+            f"{file}: {exc.message.removeprefix('gate: ')}"
+            if exc.message.startswith("gate: ")
+            else exc.message
+        )
     click.echo(
         f"gate of route {stored['route']} set: datasets {', '.join(stored['datasets'])}; guards "
         f"{', '.join(stored['environments'])}; policy {stored['policy_sha256'][:16]} "

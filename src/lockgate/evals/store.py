@@ -187,6 +187,14 @@ class EvalStore:
                 connection.execute(select(eval_runs.c.status).where(eval_runs.c.id == run_id)).scalar()
             )
 
+    def status(self, run_id: str, owner: str) -> str | None:
+        """The run's status while ``owner`` holds its lease; None once it does not."""
+        with self._engine.connect() as connection:
+            found = connection.execute(
+                select(eval_runs.c.status).where(eval_runs.c.id == run_id, eval_runs.c.lease_owner == owner)
+            ).scalar()
+        return str(found) if found is not None else None
+
     def release(self, run_id: str, owner: str) -> None:
         """Give the lease back so the run resumes at once on the next claim (a graceful stop)."""
         with self._engine.begin() as connection:

@@ -33,6 +33,8 @@ from lockgate.store.tables import tenants
 
 log = logging.getLogger(__name__)
 
+CANCEL_CHECK_SECONDS = 1.0
+
 
 class EvalWorker:
     def __init__(
@@ -132,10 +134,19 @@ class EvalWorker:
             log.info("eval run %s paused; it resumes on the next claim", run.id)
 
     async def _heartbeat(self, run_id: str, deployments: Any) -> None:
+        """Look for a cancellation every second; renew the lease every third of its length."""
         store = self._evals.store
+        renew_every = self._lease.total_seconds() / 3
+        look_every = min(CANCEL_CHECK_SECONDS, renew_every)
+        waited = 0.0
         while True:
-            await asyncio.sleep(self._lease.total_seconds() / 3)
-            status = await asyncio.to_thread(store.renew, run_id, self.owner, self._lease, deployments())
+            await asyncio.sleep(look_every)
+            waited += look_every
+            if waited >= renew_every:
+                waited = 0.0
+                status = await asyncio.to_thread(store.renew, run_id, self.owner, self._lease, deployments())
+            else:
+                status = await asyncio.to_thread(store.status, run_id, self.owner)
             if status is None or status == "cancelling":
                 # Lost the lease (another worker resumes it) or asked to cancel: start nothing new.
                 self._stop_run.set()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from lockgate.api.deps import CurrentActor, ServicesDep
@@ -66,7 +66,11 @@ def capture(tenant: str, body: CaptureIn, services: ServicesDep, actor: CurrentA
 
 @router.get("/tenants/{tenant}/datasets/{name}", operation_id="datasets.get")
 def get_dataset(
-    tenant: str, name: str, services: ServicesDep, actor: CurrentActor, version: int | None = None
+    tenant: str,
+    name: str,
+    services: ServicesDep,
+    actor: CurrentActor,
+    version: int | None = Query(default=None, ge=1, le=2**31 - 1, description="Default: the latest"),
 ) -> dict[str, Any]:
     found = services.datasets.get(actor, tenant, name, version)
     return {
