@@ -8,6 +8,7 @@ import pytest
 from pydantic import BaseModel
 
 from lockgate.config.schema import (
+    ControlConfig,
     DeploymentConfig,
     GatewayConfig,
     ModelConfig,
@@ -27,12 +28,29 @@ MODELS: list[type[BaseModel]] = [
     RoutingConfig,
     ServerConfig,
     RequestLogConfig,
+    ControlConfig,
 ]
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
 def test_every_config_field_is_documented(model: type[BaseModel]) -> None:
     missing = [name for name in model.model_fields if f"`{name}`" not in REFERENCE]
+    assert missing == []
+
+
+def section(heading: str) -> str:
+    """The text under a ``## heading`` of the configuration reference, up to the next one."""
+    assert f"\n## {heading}\n" in REFERENCE
+    return REFERENCE.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
+@pytest.mark.parametrize(
+    ("heading", "model"),
+    [("`server`", ServerConfig), ("`control`", ControlConfig), ("`routing`", RoutingConfig)],
+)
+def test_each_section_has_a_row_for_each_of_its_fields(heading: str, model: type[BaseModel]) -> None:
+    table = section(heading)
+    missing = [name for name in model.model_fields if f"| `{name}` |" not in table]
     assert missing == []
 
 
@@ -51,8 +69,8 @@ EVALS = (Path(__file__).parents[1] / "docs" / "evals.md").read_text()
 
 def test_every_scorer_type_gate_field_and_case_field_is_documented() -> None:
     from lockgate.evals.cases import Case
-    from lockgate.gates.gate import GateSpec, Thresholds
     from lockgate.evals.scorers import SCORER_TYPES
+    from lockgate.gates.gate import GateSpec, Thresholds
 
     scorers = [t for t in SCORER_TYPES if f"`{t}`" not in EVALS]
     gate = [f for f in [*GateSpec.model_fields, *Thresholds.model_fields] if f"`{f}`" not in EVALS]

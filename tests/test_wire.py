@@ -5,10 +5,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import orjson
 import pytest
 
 from lockgate.errors import InvalidRequest
-from lockgate.wire import ChatCompletionRequest, EmbeddingRequest, decode_object, validate
+from lockgate.wire import MAX_DEPTH, ChatCompletionRequest, EmbeddingRequest, decode_object, validate
 
 USER = {"role": "user", "content": "hi"}
 
@@ -51,6 +52,69 @@ def test_decode_object_rejects_non_objects(body: bytes) -> None:
 def test_decode_object_returns_plain_dict() -> None:
     obj = decode_object(b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "top_k": 40}')
     assert obj == {"model": "m", "messages": [USER], "top_k": 40}
+
+
+def nested_body(depth: int, opener: bytes = b"[", closer: bytes = b"]") -> bytes:
+    """A chat body whose deepest value sits ``depth`` levels down (the body itself is level 1)."""
+    inner = opener * (depth - 1) + closer * (depth - 1)
+    if opener == b"{":
+        inner = b'{"a":' * (depth - 1) + b"1" + b"}" * (depth - 1)
+    return b'{"model": "m", "messages": [], "extra": ' + inner + b"}"
+
+
+def decode_error(body: bytes) -> InvalidRequest:
+    with pytest.raises(InvalidRequest) as caught:
+        decode_object(body)
+    assert (caught.value.status, caught.value.type) == (400, "invalid_request_error")
+    return caught.value
+
+
+@pytest.mark.parametrize("depth", [100_000, 100, MAX_DEPTH + 1])
+@pytest.mark.parametrize("brackets", ["arrays", "objects"])
+def test_a_body_nested_too_deeply_is_a_400_saying_so(depth: int, brackets: str) -> None:
+    body = nested_body(depth, b"[" if brackets == "arrays" else b"{")
+    error = decode_error(body)
+    assert error.code == "invalid_json"
+    assert error.message == (
+        f"The request body is nested too deeply; at most {MAX_DEPTH} levels of arrays and objects."
+    )
+
+
+def test_a_body_at_the_depth_limit_is_decoded() -> None:
+    assert decode_object(nested_body(MAX_DEPTH))["model"] == "m"
+    assert decode_object(nested_body(MAX_DEPTH, b"{"))["model"] == "m"
+
+
+def test_many_shallow_brackets_are_not_mistaken_for_depth() -> None:
+    wide = {"model": "m", "messages": [USER] * 200, "stop": ["a"], "extra": [[1]] * 100}
+    assert decode_object(orjson.dumps(wide)) == wide
+
+
+def test_a_deep_ish_tool_schema_passes() -> None:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(9):  # 18 levels of objects: properties -> field -> ...
+        schema = {"type": "object", "properties": {"field": schema}}
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": schema}}
+    body = orjson.dumps(chat(tools=[tool]))
+    obj = decode_object(body)
+    request = validate(obj, ChatCompletionRequest)
+    assert request.tools is not None
+    assert request.tools[0].function.parameters == schema
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"model": "m", "messages": [{"role": "user", "content": "caf\xe9"}]}',
+        b'{"model": "m", "messages": [{"role": "user", "content": "\xff\xfe"}]}',
+        b'{"model\xc3": "m"}',
+        b'{"model": "m", "messages": [{"role": "user", "content": "\xed\xa0\x80"}]}',
+    ],
+)
+def test_a_body_that_is_not_utf8_is_a_400_saying_so(body: bytes) -> None:
+    error = decode_error(body)
+    assert error.code == "invalid_encoding"
+    assert error.message.startswith("The request body is not valid UTF-8")
 
 
 def test_wrong_type_in_a_nested_field_names_its_path() -> None:

@@ -156,9 +156,9 @@ def decode_object(body: bytes) -> dict[str, Any]:
         raise InvalidRequest(
             f"We could not parse the JSON body of your request: {_plain(str(exc))}", code="invalid_json"
         ) from None
-    except UnicodeDecodeError as exc:
+    except UnicodeDecodeError:
         raise InvalidRequest(
-            f"The request body is not valid UTF-8 (byte {exc.start}).", code="invalid_encoding"
+            f"The request body is not valid UTF-8 (byte {_bad_utf8_offset(body)}).", code="invalid_encoding"
         ) from None
     except RecursionError:
         raise _too_deep() from None
@@ -168,6 +168,15 @@ def decode_object(body: bytes) -> dict[str, Any]:
     if body.count(b"[") + body.count(b"{") > MAX_DEPTH and _depth_exceeds(obj, MAX_DEPTH):
         raise _too_deep()
     return obj
+
+
+def _bad_utf8_offset(body: bytes) -> int:
+    # msgspec reports the offset within the string it was decoding, not within the body.
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start
+    return 0
 
 
 def _too_deep() -> InvalidRequest:

@@ -422,3 +422,49 @@ def test_embedded_defaults_define_the_local_model() -> None:
     assert loaded.providers["local"].kind == "llama_cpp"
     assert loaded.gateway.models[0].deployments[0].provider == "local"
     assert [t.name for t in loaded.gateway.tenants] == ["default"]
+
+
+def test_control_and_metrics_token_load(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LG_TEST_SCRAPE", "scrape-Qp3x0secret")
+    path = write(
+        tmp_path,
+        PROVIDERS
+        + """\
+server:
+  metrics_token: ${LG_TEST_SCRAPE}
+control:
+  gates_required: false
+  opa_urls: ["http://opa.test:8181"]
+  max_body_bytes: 1024
+""",
+    )
+    loaded = load_file(path)
+    token = loaded.gateway.server.metrics_token
+    assert token is not None and token.get_secret_value() == "scrape-Qp3x0secret"
+    control = loaded.gateway.control
+    assert (control.gates_required, control.opa_urls, control.max_body_bytes) == (
+        False,
+        ["http://opa.test:8181"],
+        1024,
+    )
+    assert "scrape-Qp3x0secret" not in repr(loaded)
+
+
+def test_control_defaults_require_gates_and_allow_no_opa_server() -> None:
+    loaded = load_text("", source="empty.yaml")
+    assert loaded.gateway.server.metrics_token is None
+    control = loaded.gateway.control
+    assert (control.gates_required, control.opa_urls, control.max_body_bytes) == (True, [], 16 * 1024 * 1024)
+
+
+def test_literal_metrics_token_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    path = write(tmp_path, PROVIDERS + "server:\n  metrics_token: scrape-literal-0xsecret\n")
+    problem = only_problem(path)
+    assert (problem.line, problem.path) == (6, "server.metrics_token")
+    assert "${" in problem.message
+    assert "0xsecret" not in str(problem)
+
+
+def test_unknown_control_field_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, PROVIDERS + "control:\n  gates_requird: false\n")
+    assert str(only_problem(path)) == f"{path}:6: control.gates_requird: unknown field"

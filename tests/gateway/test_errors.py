@@ -13,17 +13,36 @@ import pytest
 
 from lockgate.instance import Instance
 from lockgate.security.apikeys import IssuedKey
+from lockgate.security.rbac import Actor
+from lockgate.services import Services
 from tests.support.gateway import RunningGateway, run_gateway, stub_config
 from tests.support.processes import StubUpstream
 
 GOOD = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+METRICS_TOKEN = "scrape-errors"
+SCRAPE = {"authorization": f"Bearer {METRICS_TOKEN}"}
 
 
 @pytest.fixture
-def running(instance: Instance, admin_key: IssuedKey, stub: StubUpstream) -> Iterator[RunningGateway]:
-    config = stub_config(("primary", stub.base_url), server={"max_body_bytes": 2048})
+def running(
+    instance: Instance, admin_key: IssuedKey, stub: StubUpstream, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RunningGateway]:
+    monkeypatch.setenv("LG_TEST_METRICS_TOKEN", METRICS_TOKEN)
+    config = stub_config(
+        ("primary", stub.base_url),
+        server={"max_body_bytes": 2048, "metrics_token": "${LG_TEST_METRICS_TOKEN}"},
+    )
     with run_gateway(instance, config) as gateway:
         yield gateway
+
+
+@pytest.fixture
+def roomy(instance: Instance, admin_key: IssuedKey, stub: StubUpstream) -> Iterator[httpx.Client]:
+    """A gateway with the default body limit (4 MiB), for bodies that are large but not too large."""
+    with run_gateway(instance, stub_config(("primary", stub.base_url))) as gateway:
+        headers = {"authorization": f"Bearer {admin_key.secret}"}
+        with httpx.Client(base_url=gateway.base_url, headers=headers, timeout=30) as client:
+            yield client
 
 
 @pytest.fixture
@@ -58,6 +77,46 @@ def test_malformed_json_is_400(http: httpx.Client) -> None:
 
 def test_body_that_is_not_an_object_is_400(http: httpx.Client) -> None:
     assert error_of(http.post("/chat/completions", json=[1, 2]), 400)["code"] == "invalid_json"
+
+
+def nested(depth: int) -> bytes:
+    """A chat body carrying an extra field whose value is ``depth`` - 1 arrays deep."""
+    return (
+        b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "extra": '
+        + b"[" * (depth - 1)
+        + b"]" * (depth - 1)
+        + b"}"
+    )
+
+
+@pytest.mark.parametrize("depth", [100_000, 100])
+def test_a_body_nested_too_deeply_is_400_and_serving_goes_on(
+    roomy: httpx.Client, stub: StubUpstream, depth: int
+) -> None:
+    error = error_of(roomy.post("/chat/completions", content=nested(depth), headers=_json()), 400)
+    assert (error["type"], error["code"]) == ("invalid_request_error", "invalid_json")
+    assert "nested too deeply" in error["message"]
+    assert stub.received() == []
+    still_serving(roomy)
+
+
+def test_a_body_that_is_not_utf8_is_400_and_serving_goes_on(http: httpx.Client, stub: StubUpstream) -> None:
+    body = b'{"model": "m", "messages": [{"role": "user", "content": "caf\xe9 \xff"}]}'
+    error = error_of(http.post("/chat/completions", content=body, headers=_json()), 400)
+    assert (error["type"], error["code"]) == ("invalid_request_error", "invalid_encoding")
+    assert error["message"].startswith("The request body is not valid UTF-8")
+    assert stub.received() == []
+    still_serving(http)
+
+
+def test_a_deep_ish_tool_schema_reaches_the_upstream_intact(roomy: httpx.Client, stub: StubUpstream) -> None:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(10):  # 20 levels of nesting in the schema alone
+        schema = {"type": "object", "properties": {"field": schema}}
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": schema}}]
+    answer = roomy.post("/chat/completions", json={**GOOD, "tools": tools})
+    assert answer.status_code == 200, answer.text
+    assert stub.received()[-1]["body"]["tools"] == tools
 
 
 @pytest.mark.parametrize(
@@ -116,8 +175,10 @@ def test_unknown_model_is_404(http: httpx.Client) -> None:
     assert (error["code"], error["param"]) == ("model_not_found", "model")
 
 
-def test_model_outside_the_keys_allow_list_is_403(running: RunningGateway, instance: Instance) -> None:
-    limited = instance.keys.create("default", allowed_models=["other"])
+def test_model_outside_the_keys_allow_list_is_403(
+    running: RunningGateway, instance: Instance, services: Services, admin: Actor
+) -> None:
+    limited = services.keys.create(admin, "default", allowed_models=["other"])
     running.gateway.keyring.load(instance.engine)
     answer = httpx.post(
         f"{running.base_url}/chat/completions",
@@ -143,8 +204,10 @@ def test_missing_or_invalid_key_is_401(running: RunningGateway, headers: dict[st
     assert "not-a-real-key" not in answer.text
 
 
-def test_expired_key_is_401(running: RunningGateway, instance: Instance) -> None:
-    expiring = instance.keys.create("default", expires_at=datetime.now(UTC) + timedelta(seconds=1))
+def test_expired_key_is_401(
+    running: RunningGateway, instance: Instance, services: Services, admin: Actor
+) -> None:
+    expiring = services.keys.create(admin, "default", expires_at=datetime.now(UTC) + timedelta(seconds=1))
     running.gateway.keyring.load(instance.engine)
     headers = {"authorization": f"Bearer {expiring.secret}"}
     assert httpx.post(f"{running.base_url}/chat/completions", json=GOOD, headers=headers).status_code == 200
@@ -213,7 +276,7 @@ def test_all_circuits_open_is_503(running: RunningGateway, http: httpx.Client, s
     assert http.post("/chat/completions", json=GOOD).status_code == 502  # 3rd opens the circuit
     error = error_of(http.post("/chat/completions", json=GOOD), 503)
     assert error["code"] == "no_healthy_deployment"
-    ready = httpx.get(f"{running.url}/readyz")
+    ready = httpx.get(f"{running.url}/readyz", headers=SCRAPE)
     # Still ready: another model's deployment is healthy. Only the failing one rests.
     assert ready.status_code == 200
     assert ready.json()["deployments"] == {"primary/upstream-m": "open", "primary/upstream-other": "closed"}

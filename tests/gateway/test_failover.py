@@ -11,6 +11,7 @@ import httpx
 import openai
 import pytest
 
+from lockgate.config.loader import LoadedConfig
 from lockgate.instance import Instance
 from lockgate.security.apikeys import IssuedKey
 from tests.support.gateway import RunningGateway, run_gateway, stub_config
@@ -18,6 +19,7 @@ from tests.support.processes import StubUpstream
 
 PRIMARY = "primary/upstream-m"
 SECONDARY = "secondary/upstream-secondary"
+SCRAPE = {"authorization": "Bearer scrape-failover"}
 
 
 @pytest.fixture
@@ -30,8 +32,21 @@ def upstreams() -> Iterator[tuple[StubUpstream, StubUpstream]]:
     secondary.kill()
 
 
+@pytest.fixture(autouse=True)
+def metrics_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LG_TEST_METRICS_TOKEN", "scrape-failover")
+
+
+def two_upstreams(primary: StubUpstream, secondary: StubUpstream) -> LoadedConfig:
+    return stub_config(
+        ("primary", primary.base_url),
+        ("secondary", secondary.base_url),
+        server={"metrics_token": "${LG_TEST_METRICS_TOKEN}"},
+    )
+
+
 def circuit_state(running: RunningGateway, deployment: str) -> str:
-    state: str = httpx.get(f"{running.url}/readyz").json()["deployments"][deployment]
+    state: str = httpx.get(f"{running.url}/readyz", headers=SCRAPE).json()["deployments"][deployment]
     return state
 
 
@@ -39,7 +54,7 @@ def test_killing_the_primary_mid_traffic_falls_back_with_zero_errors(
     instance: Instance, admin_key: IssuedKey, upstreams: tuple[StubUpstream, StubUpstream]
 ) -> None:
     primary, secondary = upstreams
-    config = stub_config(("primary", primary.base_url), ("secondary", secondary.base_url))
+    config = two_upstreams(primary, secondary)
     with run_gateway(instance, config) as running:
         client = openai.OpenAI(base_url=running.base_url, api_key=admin_key.secret, max_retries=0)
         served: Counter[str] = Counter()
@@ -83,7 +98,7 @@ def test_killing_the_primary_mid_traffic_falls_back_with_zero_errors(
         assert errors == []
         assert before_kill > 0
         assert served[SECONDARY] > 0
-        metrics = httpx.get(f"{running.url}/metrics").text
+        metrics = httpx.get(f"{running.url}/metrics", headers=SCRAPE).text
         assert f'lockgate_circuit_open{{deployment="{PRIMARY}"}} 1.0' in metrics
 
         # Bring the primary back on the same port: after the cooldown a probe closes the circuit.
@@ -97,7 +112,7 @@ def test_killing_the_primary_mid_traffic_falls_back_with_zero_errors(
         ]
         assert deployments == [PRIMARY] * 3
         assert circuit_state(running, PRIMARY) == "closed"
-        metrics = httpx.get(f"{running.url}/metrics").text
+        metrics = httpx.get(f"{running.url}/metrics", headers=SCRAPE).text
         assert f'lockgate_circuit_open{{deployment="{PRIMARY}"}} 0.0' in metrics
 
 
@@ -106,7 +121,7 @@ def test_stream_falls_back_when_the_primary_fails_before_the_first_byte(
 ) -> None:
     primary, secondary = upstreams
     primary.script(fail=[{"status": 503}, {"status": 503}])
-    config = stub_config(("primary", primary.base_url), ("secondary", secondary.base_url))
+    config = two_upstreams(primary, secondary)
     with run_gateway(instance, config) as running:
         client = openai.OpenAI(base_url=running.base_url, api_key=admin_key.secret, max_retries=0)
         raw = client.chat.completions.with_raw_response.create(

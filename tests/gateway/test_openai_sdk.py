@@ -12,6 +12,8 @@ import pytest
 
 from lockgate.instance import Instance
 from lockgate.security.apikeys import IssuedKey
+from lockgate.security.rbac import Actor
+from lockgate.services import Services
 from tests.support.gateway import RunningGateway, run_gateway, stub_config
 from tests.support.processes import StubUpstream
 
@@ -140,8 +142,10 @@ def test_base64_embedding_is_little_endian_float32(running: RunningGateway, admi
     assert len(struct.unpack("<8f", packed)) == 8
 
 
-def test_models_lists_only_what_the_key_may_use(instance: Instance, running: RunningGateway) -> None:
-    limited = instance.keys.create("default", allowed_models=["other"])
+def test_models_lists_only_what_the_key_may_use(
+    instance: Instance, running: RunningGateway, services: Services, admin: Actor
+) -> None:
+    limited = services.keys.create(admin, "default", allowed_models=["other"])
     running.gateway.keyring.load(instance.engine)
     client = openai.OpenAI(base_url=running.base_url, api_key=limited.secret, max_retries=0)
     assert [m.id for m in client.models.list()] == ["other"]

@@ -24,6 +24,7 @@ def test_an_upstream_echoing_our_credential_is_scrubbed_everywhere(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv("STUB_PROVIDER_KEY", PROVIDER_KEY)
+    monkeypatch.setenv("LG_TEST_METRICS_TOKEN", "scrape-secrets")
     config = load_mapping(
         {
             "providers": {
@@ -31,6 +32,7 @@ def test_an_upstream_echoing_our_credential_is_scrubbed_everywhere(
             },
             "models": [{"name": "m", "deployments": [{"provider": "stub", "model": "s"}]}],
             "routing": {"retries": 0},
+            "server": {"metrics_token": "${LG_TEST_METRICS_TOKEN}"},
         }
     )
     caplog.set_level(logging.DEBUG)
@@ -47,7 +49,10 @@ def test_an_upstream_echoing_our_credential_is_scrubbed_everywhere(
         answers = [
             httpx.post(f"{running.base_url}/chat/completions", json=body, headers=headers) for _ in range(3)
         ]
-        metrics = httpx.get(f"{running.url}/metrics").text
+        scraped = httpx.get(f"{running.url}/metrics", headers={"authorization": "Bearer scrape-secrets"})
+        metrics = scraped.text
+    assert scraped.status_code == 200
+    assert 'lockgate_requests_total{endpoint="chat.completions"' in metrics
     # The upstream did receive the credential: the gateway sent it, and only there.
     assert stub.received()[0]["headers"]["authorization"] == f"Bearer {PROVIDER_KEY}"
     assert [a.status_code for a in answers] == [502, 502, 400]
@@ -74,3 +79,17 @@ def test_loaded_config_never_prints_its_credentials(monkeypatch: pytest.MonkeyPa
     )
     assert PROVIDER_KEY not in repr(config)
     assert PROVIDER_KEY not in str(config.providers)
+
+
+def test_the_metrics_token_never_prints_either(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LG_TEST_METRICS_TOKEN", "scrape-0123456789abcdef")
+    config = load_mapping(
+        {
+            "providers": {"p": {"kind": "openai", "base_url": "http://x/v1"}},
+            "models": [{"name": "m", "deployments": [{"provider": "p", "model": "s"}]}],
+            "server": {"metrics_token": "${LG_TEST_METRICS_TOKEN}"},
+        }
+    )
+    assert "scrape-0123456789abcdef" not in repr(config)
+    token = config.gateway.server.metrics_token
+    assert token is not None and token.get_secret_value() == "scrape-0123456789abcdef"

@@ -15,7 +15,6 @@ import msgspec
 import pytest
 from aiohttp import web
 
-from lockgate.wire import ChatCompletionRequest, ChatMessage
 from lockgate.providers.anthropic import AnthropicProvider, AnthropicSettings
 from lockgate.providers.anthropic_translate import (
     build_request,
@@ -24,6 +23,7 @@ from lockgate.providers.anthropic_translate import (
     translate_tool_choice,
 )
 from lockgate.providers.base import ChatInvocation, FailureKind, ProviderFailure
+from lockgate.wire import ChatCompletionRequest, ChatMessage
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "anthropic"
 API_KEY = "sk-ant-api03-lockgate-test-key-Zq9"  # echoed by error_401_authentication.json

@@ -15,14 +15,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import lockgate.security.audit as audit_module
-from lockgate.cli.audit import audit
-from lockgate.service_errors import Forbidden
-from lockgate.instance import Instance
-from lockgate.security.audit import AuditEvent, entry_hash, head_message
+from lockgate.instance import Instance, open_instance
+from lockgate.security.audit import AuditEvent, AuditLog, entry_hash, head_message
 from lockgate.security.audit_verify import (
     AnchorError,
     VerifyReport,
@@ -34,7 +31,10 @@ from lockgate.security.audit_verify import (
 )
 from lockgate.security.rbac import Actor, Role
 from lockgate.security.signing import Signer, load_signer
+from lockgate.service_errors import Forbidden, Invalid
+from lockgate.services import Services
 from lockgate.store.tables import audit_heads, audit_log
+from tests.support.people import person, token_of
 
 N = 25
 ALICE = Actor(name="alice", source="10.0.0.7", request_id="req-alice")
@@ -56,9 +56,13 @@ def anchor(instance: Instance) -> Path:
 
 
 @pytest.fixture
-def chain(instance: Instance, anchor: Path) -> Instance:
+def log(services: Services) -> AuditLog:
+    return services.audit
+
+
+@pytest.fixture
+def chain(instance: Instance, log: AuditLog, anchor: Path) -> Instance:
     """25 entries, appended in transactions of their own and inside callers' transactions."""
-    log = instance.audit
     for n in range(1, N + 1):
         if n % 4 == 0:
             log.record(instance.engine, Actor(name="bob"), event(n))
@@ -76,7 +80,7 @@ def attacker(instance: Instance) -> Iterator[sa.Engine]:
 
 
 def check(instance: Instance, *, anchored: bool = True) -> VerifyReport:
-    key = load_signer(instance.data).public_key
+    key = instance.signer.public_key
     return verify(instance.engine, key, anchor_path(instance.data) if anchored else None)
 
 
@@ -282,9 +286,7 @@ def test_tampered_anchor_file_is_found(chain: Instance, anchor: Path) -> None:
         read_anchor(anchor)
 
 
-def test_anchor_moves_only_forward_and_after_commit(chain: Instance, anchor: Path) -> None:
-    log = chain.audit
-
+def test_anchor_moves_only_forward_and_after_commit(chain: Instance, log: AuditLog, anchor: Path) -> None:
     def failed_change() -> None:
         with chain.engine.begin() as connection:
             log.append(connection, ALICE, event(99))
@@ -305,21 +307,21 @@ def test_anchor_moves_only_forward_and_after_commit(chain: Instance, anchor: Pat
     assert check(chain).ok
 
 
-def test_refusal_is_recorded_as_denied(chain: Instance) -> None:
+def test_refusal_is_recorded_as_denied(chain: Instance, services: Services) -> None:
     outsider = Actor(name="mallory", source="10.6.6.6")
-    grant = AuditEvent("user.grant", "user:mallory", after={"tenant": "default", "roles": ["admin"]})
     with pytest.raises(Forbidden):
-        chain.audit.authorize(chain.engine, outsider, "default", Role.ADMIN, grant)
+        services.authz.require(outsider, "users.grant", "default", "user:mallory")
     entry = row(chain.engine, N + 1)
-    assert (entry["actor"], entry["action"], entry["outcome"]) == ("mallory", "user.grant", "denied")
-    assert (entry["before"], entry["after"], entry["source"]) == (None, None, "10.6.6.6")
+    assert (entry["actor"], entry["action"], entry["outcome"]) == ("mallory", "users.grant", "denied")
+    assert (entry["resource"], entry["source"]) == ("user:mallory", "10.6.6.6")
+    assert (entry["before"], entry["after"]) == (None, None)
     admin = Actor(name="root", roles={"default": frozenset({Role.ADMIN})})
-    chain.audit.authorize(chain.engine, admin, "default", Role.ADMIN, grant)
+    services.authz.require(admin, "users.grant", "default", "user:mallory")  # allowed: nothing written
     assert check(chain) == VerifyReport(True, N + 1, None, None, N + 1, None, N + 1)
 
 
-def test_concurrent_appends_make_a_gapless_chain(instance: Instance, anchor: Path) -> None:
-    log, failures = instance.audit, []
+def test_concurrent_appends_make_a_gapless_chain(instance: Instance, log: AuditLog, anchor: Path) -> None:
+    failures: list[Exception] = []
 
     def work(worker: int) -> None:
         for n in range(10):
@@ -346,7 +348,7 @@ class FixedClock:
 
 
 def test_hashes_recompute_from_stored_values(
-    instance: Instance, anchor: Path, monkeypatch: pytest.MonkeyPatch
+    instance: Instance, log: AuditLog, anchor: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     times = [
         datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC),
@@ -360,70 +362,124 @@ def test_hashes_recompute_from_stored_values(
         "prompt.push", 'prompt:"q"\\n\n', {"ü": [1, None, True]}, {"emoji": "🔒", "z": {"a": ""}}
     )
     for n, _ in enumerate(times):
-        instance.audit.record(instance.engine, Actor(name=f"zoë-{n}", request_id="r" * 60), odd)
+        log.record(instance.engine, Actor(name=f"zoë-{n}", request_id="r" * 60), odd)
     assert [row(instance.engine, n + 1)["at"] for n in range(len(times))] == times
     assert check(instance).ok
 
 
-def run(instance: Instance, *args: str) -> Result:
-    return CliRunner().invoke(audit, [*args, "--data-dir", str(instance.data)])
+def test_platform_viewers_verify_with_the_servers_key(
+    services: Services, instance: Instance, admin: Actor, chain: Instance, attacker: sa.Engine
+) -> None:
+    vera = person(services, admin, "vera", Role.VIEWER)
+    with attacker.connect() as connection:
+        total = AuditLog.count(connection)
+    verified = services.trail.verify(vera)
+    assert verified.report == VerifyReport(True, total, None, None, total, None, total)
+    assert verified.public_key == instance.signer.public_key
+    assert verified.anchor == anchor_path(instance.data)
 
-
-def test_cli_verify_exit_codes(chain: Instance, attacker: sa.Engine) -> None:
-    result = run(chain, "verify")
-    key = load_signer(chain.data).public_key
-    assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[0] == f"ok: {N} entries, head at seq {N}, signed by {key}"
-    sql(attacker, "UPDATE audit_log SET actor = 'mallory' WHERE seq = 7")
-    result = run(chain, "verify")
-    assert result.exit_code == 1
-    assert result.stdout == "TAMPERED: entry 7 was edited: its hash does not match its contents\n"
+    seq = total - 3
+    actor = row(attacker, seq)["actor"]
+    sql(attacker, f"UPDATE audit_log SET actor = 'mallory' WHERE seq = {seq}")
+    tampered = services.trail.verify(vera).report
+    assert (tampered.ok, tampered.first_bad_seq, tampered.kind) == (False, seq, "edited")
+    assert tampered.problem == f"entry {seq} was edited: its hash does not match its contents"
+    sql(attacker, f"UPDATE audit_log SET actor = '{actor}' WHERE seq = {seq}")
+    assert services.trail.verify(vera).report.ok
+    # Against any other key the same chain does not verify: the heads were signed with the server's.
     other = Signer(Ed25519PrivateKey.generate()).public_key
-    sql(attacker, "UPDATE audit_log SET actor = 'alice' WHERE seq = 7")
-    assert run(chain, "verify").exit_code == 0
-    assert run(chain, "verify", "--public-key", other).exit_code == 1
+    assert_bad(verify(instance.engine, other, None), total, "bad_signature")
 
 
-def test_cli_show_lists_newest_first(chain: Instance) -> None:
-    result = run(chain, "show", "--limit", "3")
-    assert result.exit_code == 0, result.output
-    lines = result.stdout.splitlines()
-    assert [line.split()[0] for line in lines[1:]] == ["25", "24", "23"]
-    shown = json.loads(run(chain, "show", "--action", "user.grant", "--json").stdout)
-    assert [e["seq"] for e in shown] == [24, 21, 18, 15, 12, 9, 6, 3]
+def test_only_platform_people_verify_or_read_the_log(
+    services: Services, admin: Actor, admin_token: str
+) -> None:
+    services.tenants.create(admin, "acme")
+    acme_admin = services.tokens.authenticate(admin_token)
+    otto = person(services, acme_admin, "otto", Role.ADMIN, tenant="acme")
+    vera = person(services, admin, "vera", Role.VIEWER)
+    with pytest.raises(Forbidden):
+        services.trail.verify(otto)
+    with pytest.raises(Forbidden):
+        services.trail.recent(otto)
+    with pytest.raises(Forbidden):
+        services.trail.recent(vera)  # reading entries is for platform admins
+    denied = [e for e in services.trail.recent(admin, limit=3) if e["outcome"] == "denied"]
+    assert [(e["actor"], e["action"]) for e in denied] == [
+        ("vera", "audit.list"),
+        ("otto", "audit.list"),
+        ("otto", "audit.verify"),
+    ]
+
+
+def test_a_server_without_its_signing_key_refuses_to_open_and_mints_none(
+    instance: Instance, chain: Instance
+) -> None:
+    """Regression: `audit verify` minted a signing key when none was present, so a lost key was
+    silently replaced and the chain then failed (or, worse, a forged chain verified) with the new one."""
+    key_file = instance.data / "signing-key"
+    assert key_file.exists()
+    key_file.unlink()
+    with pytest.raises(Invalid, match="no signing key"):
+        open_instance(instance.data)
+    with pytest.raises(Invalid, match="no signing key"):
+        load_signer(instance.data)
+    assert not key_file.exists()
+    # The installation's own key still verifies its chain.
+    assert check(chain).ok
+
+
+def shown(services: Services, admin: Actor) -> str:
+    """What a platform admin reads of the log (``lockgate audit show`` asks the server for it)."""
+    return json.dumps(services.trail.recent(admin, limit=1000), ensure_ascii=False)
+
+
+def test_secrets_never_reach_the_log_or_the_screen(
+    services: Services, instance: Instance, admin: Actor, anchor: Path
+) -> None:
+    invitation = services.users.invite(admin, "default", "root", [Role.ADMIN])
+    token = services.users.redeem(invitation.code)
+    own = services.tokens.create(admin, "ci")
+    ci = token_of(services, admin, "ci-bot", Role.DEPLOYER)
+    key = services.keys.create(admin, "default", name="ci", role="client")
+    with instance.engine.connect() as connection:
+        stored = repr(connection.execute(sa.select(audit_log)).all())
+    assert token.info.prefix in stored
+    assert own.info.prefix in stored
+    assert key.info.prefix in stored
+    secrets = (token.secret, own.secret, ci, key.secret, invitation.code)
+    for secret in secrets:
+        assert secret not in stored
+    slipped = AuditEvent(
+        "key.create", "key:x", after={"password": "hunter2", "note": "lg-0123abcd-LeakedBits"}
+    )
+    services.audit.record(instance.engine, ALICE, slipped)
+    text = shown(services, admin)
+    for secret in (*secrets, "hunter2", "LeakedBits"):
+        assert secret not in text
+    assert "lg-0123abcd-[redacted]" in text
+    newest = services.trail.recent(admin, limit=1)[0]
+    assert newest["after"] == {"password": "[redacted]", "note": "lg-0123abcd-[redacted]"}
+
+
+def test_recent_lists_newest_first_and_filters_by_action(
+    admin: Actor, chain: Instance, services: Services
+) -> None:
+    with chain.engine.connect() as connection:
+        total = AuditLog.count(connection)
+    assert [e["seq"] for e in services.trail.recent(admin, limit=3)] == [total, total - 1, total - 2]
+    shown = services.trail.recent(admin, action="user.grant")
+    assert [e["after"]["n"] for e in shown] == [24, 21, 18, 15, 12, 9, 6, 3]
     assert shown[0]["after"] == {"n": 24, "note": "café ✓"}
     assert shown[0]["actor"] == "bob"
 
 
-def test_secrets_never_reach_the_log_or_the_screen(instance: Instance, anchor: Path) -> None:
-    instance.tenants.create("default")
-    instance.users.create(None, "root", {"default": [Role.ADMIN]})
-    token = instance.users.issue_token(None, "root")
-    key = instance.control().keys.create("default", name="ci", role="client")
-    with instance.engine.connect() as connection:
-        stored = repr(connection.execute(sa.select(audit_log)).all())
-    assert token.prefix in stored
-    assert key.info.prefix in stored
-    assert token.secret not in stored
-    assert key.secret not in stored
-    slipped = AuditEvent(
-        "key.create", "key:x", after={"password": "hunter2", "note": "lg-0123abcd-LeakedBits"}
-    )
-    instance.audit.record(instance.engine, ALICE, slipped)
-    for args in [("show",), ("show", "--json")]:
-        result = run(instance, *args)
-        assert result.exit_code == 0, result.output
-        for secret in (token.secret, key.secret, "hunter2", "LeakedBits"):
-            assert secret not in result.stdout
-    assert "lg-0123abcd-[redacted]" in run(instance, "show", "--json").stdout
-
-
-def test_verify_sees_one_state_while_appends_go_on(chain: Instance) -> None:
+def test_verify_sees_one_state_while_appends_go_on(chain: Instance, log: AuditLog) -> None:
     done = threading.Event()
 
     def append() -> None:
         for n in range(60):
-            chain.audit.record(chain.engine, ALICE, event(n))
+            log.record(chain.engine, ALICE, event(n))
         done.set()
 
     appender = threading.Thread(target=append)

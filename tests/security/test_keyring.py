@@ -13,6 +13,10 @@ from lockgate.errors import Unauthenticated
 from lockgate.instance import Instance
 from lockgate.security.apikeys import IssuedKey, prefix_of
 from lockgate.security.keyring import Keyring, Principal
+from lockgate.security.rbac import SYSTEM, Actor
+from lockgate.server.bootstrap import CONFIG
+from lockgate.service_errors import Forbidden, Invalid, NotFound
+from lockgate.services import Services
 from lockgate.store import versions
 from lockgate.store.tables import tenants
 from lockgate.store.watch import ChangeWatcher
@@ -39,24 +43,38 @@ def refused(keyring: Keyring, authorization: str | None) -> Unauthenticated:
     return caught.value
 
 
+def new_tenant(services: Services, admin_token: str, name: str, models: list[str] | None = None) -> Actor:
+    """Create tenant ``name`` as the platform admin; returns the admin as they act now (its admin too)."""
+    services.tenants.create(services.tokens.authenticate(admin_token), name, models)
+    return services.tokens.authenticate(admin_token)
+
+
+@pytest.fixture
+def acme(services: Services, admin_token: str) -> Actor:
+    """The platform admin, who created tenant ``acme`` and so administers it."""
+    return new_tenant(services, admin_token, "acme")
+
+
 @pytest.mark.parametrize(
     ("key_models", "tenant_models", "expected"),
     [
-        (["m", "x"], ["m", "y"], frozenset({"m"})),
-        (None, ["m", "y"], frozenset({"m", "y"})),
-        (["x"], None, frozenset({"x"})),
+        (["m"], ["m", "other"], frozenset({"m"})),
+        (None, ["m", "other"], frozenset({"m", "other"})),
+        (["other"], None, frozenset({"other"})),
         (None, None, None),
-        (["x"], ["y"], frozenset()),
     ],
 )
 def test_good_key_gives_principal_with_intersected_models(
+    services: Services,
     instance: Instance,
+    admin_token: str,
     key_models: list[str] | None,
     tenant_models: list[str] | None,
     expected: frozenset[str] | None,
 ) -> None:
-    tenant = instance.tenants.create("acme", tenant_models)
-    issued = instance.keys.create("acme", role="client", allowed_models=key_models)
+    admin = new_tenant(services, admin_token, "acme", tenant_models)
+    tenant = services.tenants.get("acme")
+    issued = services.keys.create(admin, "acme", role="client", allowed_models=key_models)
     principal = loaded(instance).authenticate(f"Bearer {issued.secret}")
     assert isinstance(principal, Principal)
     assert principal.tenant == "acme"
@@ -70,21 +88,62 @@ def test_good_key_gives_principal_with_intersected_models(
         assert principal.may_use("anything")
     else:
         assert principal.may_use("m") == ("m" in expected)
-        assert not principal.may_use("y") or "y" in expected
+        assert principal.may_use("other") == ("other" in expected)
 
 
-def test_only_live_keys_of_enabled_tenants_are_loaded(instance: Instance) -> None:
-    instance.tenants.create("acme")
-    instance.keys.create("acme")
-    instance.keys.create("acme", role="admin")
+def test_a_tenant_narrowed_after_issue_narrows_its_keys(
+    services: Services, instance: Instance, admin_token: str
+) -> None:
+    admin = new_tenant(services, admin_token, "acme", ["m", "other"])
+    issued = services.keys.create(admin, "acme", allowed_models=["other"])
+    services.tenants.sync(CONFIG, "acme", ["m"])  # the configuration file now allows only m
+    principal = loaded(instance).authenticate(f"Bearer {issued.secret}")
+    assert principal.allowed_models == frozenset()
+    assert not principal.may_use("other")
+    assert not principal.may_use("m")
+
+
+def test_key_allow_list_must_stay_within_what_the_tenant_and_the_gateway_allow(
+    services: Services, admin_token: str
+) -> None:
+    admin = new_tenant(services, admin_token, "acme", ["m"])
+    with pytest.raises(Invalid, match="the tenant may not use other"):
+        services.keys.create(admin, "acme", allowed_models=["m", "other"])
+    with pytest.raises(Invalid, match="unknown model"):
+        services.keys.create(admin, "acme", allowed_models=["x"])
+    with pytest.raises(Invalid, match="route:NAME"):
+        services.keys.create(admin, "acme", allowed_models=["route:Not A Route"])
+    assert services.keys.list(admin, "acme") == []
+
+
+def test_a_key_naming_only_routes_calls_only_those_routes(
+    services: Services, instance: Instance, admin_token: str
+) -> None:
+    admin = new_tenant(services, admin_token, "acme", ["m"])
+    issued = services.keys.create(admin, "acme", allowed_models=["route:qa"])
+    principal = loaded(instance).authenticate(f"Bearer {issued.secret}")
+    assert principal.may_use("route:qa")
+    assert not principal.may_use("route:other-route")
+    assert not principal.may_use("m")  # no model by name
+    # Through its route, a release may use what the tenant allows.
+    assert principal.may_route_to("m")
+    assert not principal.may_route_to("other")
+
+
+def test_only_live_keys_of_enabled_tenants_are_loaded(
+    services: Services, instance: Instance, acme: Actor
+) -> None:
+    services.keys.create(acme, "acme")
+    services.keys.create(acme, "acme", role="admin")
     keyring = loaded(instance)
-    assert len(keyring) == 2
+    assert len(keyring) == 3  # and the bootstrap admin key of `default`
     assert keyring.version > 0
 
 
-def test_wrong_secret_with_valid_prefix_is_refused(instance: Instance) -> None:
-    instance.tenants.create("acme")
-    issued = instance.keys.create("acme")
+def test_wrong_secret_with_valid_prefix_is_refused(
+    services: Services, instance: Instance, acme: Actor
+) -> None:
+    issued = services.keys.create(acme, "acme")
     keyring = loaded(instance)
     prefix = issued.info.prefix
     secret = issued.secret.removeprefix(prefix + "-")
@@ -106,30 +165,33 @@ def test_wrong_secret_with_valid_prefix_is_refused(instance: Instance) -> None:
         "Basic dXNlcjpwYXNz",
     ],
 )
-def test_missing_or_malformed_keys_are_refused(instance: Instance, authorization: str | None) -> None:
-    instance.tenants.create("acme")
-    instance.keys.create("acme")
+def test_missing_or_malformed_keys_are_refused(
+    services: Services, instance: Instance, acme: Actor, authorization: str | None
+) -> None:
+    services.keys.create(acme, "acme")
     error = refused(loaded(instance), authorization)
     assert error.code in ("missing_api_key", "invalid_api_key")
     if not authorization:
         assert error.code == "missing_api_key"
 
 
-def test_key_made_with_another_pepper_does_not_authenticate(instance: Instance) -> None:
-    instance.tenants.create("acme")
-    issued = instance.keys.create("acme")
+def test_key_made_with_another_pepper_does_not_authenticate(
+    services: Services, instance: Instance, acme: Actor
+) -> None:
+    issued = services.keys.create(acme, "acme")
     assert instance.pepper != b"another-pepper"
     other = Keyring(b"another-pepper")
     other.load(instance.engine)
-    assert len(other) == 1
+    assert len(other) == 2
     refused(other, f"Bearer {issued.secret}")
     assert loaded(instance).authenticate(f"Bearer {issued.secret}").key_id == issued.info.id
 
 
-def test_expired_key_is_refused_with_expired_code(instance: Instance) -> None:
-    instance.tenants.create("acme")
+def test_expired_key_is_refused_with_expired_code(
+    services: Services, instance: Instance, acme: Actor
+) -> None:
     expires = datetime.now(UTC) + timedelta(hours=1)
-    issued = instance.keys.create("acme", expires_at=expires)
+    issued = services.keys.create(acme, "acme", expires_at=expires)
     clock = FakeClock(expires.timestamp() - 1)
     keyring = loaded(instance, clock)
 
@@ -143,49 +205,58 @@ def test_expired_key_is_refused_with_expired_code(instance: Instance) -> None:
     assert refused(keyring, f"Bearer {issued.secret}").code == "expired_api_key"
 
 
-def test_expired_check_does_not_reveal_a_wrong_secret(instance: Instance) -> None:
-    instance.tenants.create("acme")
+def test_expired_check_does_not_reveal_a_wrong_secret(
+    services: Services, instance: Instance, acme: Actor
+) -> None:
     expires = datetime.now(UTC) + timedelta(hours=1)
-    issued = instance.keys.create("acme", expires_at=expires)
+    issued = services.keys.create(acme, "acme", expires_at=expires)
     keyring = loaded(instance, FakeClock(expires.timestamp() + 10))
     wrong = f"{issued.info.prefix}-{'x' * 43}"
     assert refused(keyring, f"Bearer {wrong}").code == "invalid_api_key"
 
 
-def test_revoked_key_disappears_after_load(instance: Instance) -> None:
-    instance.tenants.create("acme")
-    issued = instance.keys.create("acme")
-    kept = instance.keys.create("acme")
+def test_revoked_key_disappears_after_load(services: Services, instance: Instance, acme: Actor) -> None:
+    issued = services.keys.create(acme, "acme")
+    kept = services.keys.create(acme, "acme")
     keyring = loaded(instance)
     before = keyring.version
     keyring.authenticate(f"Bearer {issued.secret}")
 
-    instance.keys.revoke(issued.info.prefix)
+    services.keys.revoke(acme, "acme", issued.info.prefix)
     keyring.authenticate(f"Bearer {issued.secret}")  # still cached until reloaded
     keyring.load(instance.engine)
     assert keyring.version > before
     refused(keyring, f"Bearer {issued.secret}")
     assert keyring.authenticate(f"Bearer {kept.secret}").key_id == kept.info.id
-    assert len(keyring) == 1
+    assert len(keyring) == 2  # kept, and the bootstrap admin key of `default`
 
 
-def test_disabled_tenant_keys_are_not_loaded(instance: Instance) -> None:
-    instance.tenants.create("acme")
-    instance.tenants.create("beta")
-    acme = instance.keys.create("acme")
-    beta = instance.keys.create("beta")
+def test_a_key_is_revoked_only_within_its_own_tenant(
+    services: Services, instance: Instance, admin: Actor, acme: Actor
+) -> None:
+    issued = services.keys.create(acme, "acme")
+    with pytest.raises(NotFound):
+        services.keys.revoke(acme, "default", issued.info.prefix)
+    assert loaded(instance).authenticate(f"Bearer {issued.secret}").tenant == "acme"
+
+
+def test_disabled_tenant_keys_are_not_loaded(
+    services: Services, instance: Instance, admin_token: str, acme: Actor
+) -> None:
+    both = new_tenant(services, admin_token, "beta")
+    acme_key = services.keys.create(both, "acme")
+    beta_key = services.keys.create(both, "beta")
     with instance.engine.begin() as connection:
         connection.execute(update(tenants).where(tenants.c.name == "acme").values(disabled=True))
     keyring = loaded(instance)
-    assert len(keyring) == 1
-    refused(keyring, f"Bearer {acme.secret}")
-    assert keyring.authenticate(f"Bearer {beta.secret}").tenant == "beta"
+    assert len(keyring) == 2  # beta's, and the bootstrap admin key of `default`
+    refused(keyring, f"Bearer {acme_key.secret}")
+    assert keyring.authenticate(f"Bearer {beta_key.secret}").tenant == "beta"
 
 
 @pytest.mark.parametrize("style", ["bare", "bearer-lower", "bearer-upper", "padded"])
-def test_header_styles_accepted(instance: Instance, style: str) -> None:
-    instance.tenants.create("acme")
-    issued = instance.keys.create("acme")
+def test_header_styles_accepted(services: Services, instance: Instance, acme: Actor, style: str) -> None:
+    issued = services.keys.create(acme, "acme")
     header = {
         "bare": issued.secret,
         "bearer-lower": f"bearer {issued.secret}",
@@ -204,39 +275,55 @@ def test_issued_key_shape(admin_key: IssuedKey) -> None:
     assert prefix_of("lg-12345678-") is None
 
 
-def test_key_service_rejects_bad_arguments(instance: Instance) -> None:
-    instance.tenants.create("acme")
-    with pytest.raises(ValueError, match="role"):
-        instance.keys.create("acme", role="root")
-    with pytest.raises(ValueError, match="timezone"):
-        instance.keys.create("acme", expires_at=datetime.now() + timedelta(days=1))
-    with pytest.raises(LookupError):
-        instance.keys.create("nope")
-    assert instance.keys.list() == []
+def test_key_service_rejects_bad_arguments(services: Services, acme: Actor) -> None:
+    with pytest.raises(Invalid, match="role"):
+        services.keys.create(acme, "acme", role="root")
+    with pytest.raises(Invalid, match="timezone"):
+        services.keys.create(acme, "acme", expires_at=datetime.now() + timedelta(days=1))
+    with pytest.raises(Invalid, match="environment"):
+        services.keys.create(acme, "acme", environment="qa")
+    # Nobody holds a role in a tenant that does not exist; the server itself learns it is unknown.
+    with pytest.raises(Forbidden):
+        services.keys.create(acme, "nope")
+    with pytest.raises(NotFound):
+        services.keys.create(SYSTEM, "nope")
+    assert services.keys.list(acme, "acme") == []
 
 
-def test_key_status_reflects_revocation_and_expiry(instance: Instance) -> None:
-    instance.tenants.create("acme")
+def test_only_a_tenant_admin_manages_its_keys(services: Services, admin: Actor, acme: Actor) -> None:
+    # `admin` was authenticated before acme existed: admin of `default`, no role in acme.
+    with pytest.raises(Forbidden):
+        services.keys.create(admin, "acme")
+    with pytest.raises(Forbidden):
+        services.keys.list(admin, "acme")
+    issued = services.keys.create(acme, "acme")
+    with pytest.raises(Forbidden):
+        services.keys.revoke(admin, "acme", issued.info.prefix)
+    assert services.keys.list(acme, "acme")[0].status() == "active"
+
+
+def test_key_status_reflects_revocation_and_expiry(services: Services, acme: Actor) -> None:
     soon = datetime.now(UTC) + timedelta(minutes=5)
-    issued = instance.keys.create("acme", expires_at=soon)
-    [info] = instance.keys.list()
+    issued = services.keys.create(acme, "acme", expires_at=soon)
+    [info] = services.keys.list(acme, "acme")
     assert info.status() == "active"
     assert info.status(soon + timedelta(seconds=1)) == "expired"
     assert info.expires_at == pytest.approx(soon, abs=timedelta(milliseconds=1))
-    revoked = instance.keys.revoke(issued.info.id)
+    revoked = services.keys.revoke(acme, "acme", issued.info.id)
     assert revoked.status() == "revoked"
     assert revoked.revoked_at is not None
 
 
-async def test_watcher_picks_up_revocation_within_a_second(instance: Instance) -> None:
-    instance.tenants.create("acme")
-    issued = instance.keys.create("acme")
+async def test_watcher_picks_up_revocation_within_a_second(
+    services: Services, instance: Instance, acme: Actor
+) -> None:
+    issued = services.keys.create(acme, "acme")
     keyring = loaded(instance)
     watcher = keyring_watcher(keyring, instance)
     task = asyncio.create_task(watcher.run())
     try:
         keyring.authenticate(f"Bearer {issued.secret}")
-        await asyncio.to_thread(instance.keys.revoke, issued.info.prefix)
+        await asyncio.to_thread(services.keys.revoke, acme, "acme", issued.info.prefix)
         started = time.monotonic()
         while time.monotonic() - started < 1.0:
             try:
@@ -256,16 +343,15 @@ async def test_watcher_picks_up_revocation_within_a_second(instance: Instance) -
             await task
 
 
-async def test_watcher_picks_up_a_new_key(instance: Instance) -> None:
-    instance.tenants.create("acme")
+async def test_watcher_picks_up_a_new_key(services: Services, instance: Instance, acme: Actor) -> None:
     keyring = loaded(instance)
-    assert len(keyring) == 0
+    assert len(keyring) == 1  # the bootstrap admin key of `default`
     watcher = keyring_watcher(keyring, instance)
     task = asyncio.create_task(watcher.run())
     try:
-        issued = await asyncio.to_thread(instance.keys.create, "acme")
+        issued = await asyncio.to_thread(lambda: services.keys.create(acme, "acme"))
         deadline = time.monotonic() + 1.0
-        while len(keyring) == 0 and time.monotonic() < deadline:
+        while len(keyring) == 1 and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         assert keyring.authenticate(f"Bearer {issued.secret}").key_id == issued.info.id
     finally:

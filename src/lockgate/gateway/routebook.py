@@ -112,7 +112,8 @@ class RouteBook:
             wanted = {p.release_id for p in pointers} | {
                 p.previous_release_id for p in pointers if p.previous_release_id
             }
-            missing = wanted - set(self._compiled)
+            # Release content never changes: one that failed to compile is not tried again.
+            missing = wanted - set(self._compiled) - set(self.unservable)
             specs = (
                 connection.execute(
                     select(releases.c.id, releases.c.spec).where(releases.c.id.in_(missing))
