@@ -113,7 +113,7 @@ def test_upgrading_to_0004_keeps_data_and_closes_old_gaps(engine: sa.Engine) -> 
     history starts from today's pointers so rollback targets stay valid."""
     _upgrade_to(engine, "0003")
     now = datetime.now(UTC)
-    rows = [
+    rows: list[tuple[str, dict[str, object]]] = [
         ("tenants", {"id": "t1", "name": "default", "disabled": False, "created_at": now}),
         ("users", {"id": "u1", "name": "erin", "disabled": False, "created_at": now}),
         ("control_tokens", {"id": "k1", "user_id": "u1", "prefix": "lgc-00000000", "token_hash": "0" * 64}),
