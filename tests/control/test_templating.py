@@ -292,7 +292,9 @@ BOMBS = [
 def test_bombs_are_stopped_quickly(source: str, stopped_by: type[BaseException]) -> None:
     stopped, elapsed = _render_bounded(source, {"items": list(range(1_000_000)), "xs": [1, 2]})
     assert isinstance(stopped, stopped_by), repr(stopped)
-    assert elapsed < 1.0
+    # Unbounded, each of these runs for minutes or exhausts memory; bounded, it stops within its 50 ms
+    # budget plus one step. The margin is for a loaded CI machine, not a speed target.
+    assert elapsed < 5.0
 
 
 def test_limit_messages_name_the_bound() -> None:

@@ -1,11 +1,12 @@
 """The eval worker: runs queued eval runs inside the server, through its own gateway.
 
 Every server process runs one worker. A worker claims a run by taking its lease in the store (one
-winner however many processes or hosts try), renews the lease while the cases run and records the
-deployments that answered as it goes. When asked to stop (the server shuts down) no new case starts,
-the cases in flight finish and are recorded, and the lease is given back so the run resumes on the
-next claim; if the process dies instead, the lease expires and another worker (or the restarted
-server) resumes it. A run whose status becomes ``cancelling`` stops the same way and ends
+winner however many processes or hosts try): at once when the run was queued through its own process,
+otherwise at its next poll (every 5 s, off the request path). It renews the lease while the cases run
+and records the deployments that answered as it goes. When asked to stop (the server shuts down) no new
+case starts, the cases in flight finish and are recorded, and the lease is given back so the run
+resumes on the next claim; if the process dies instead, the lease expires and another worker (or the
+restarted server) resumes it. A run whose status becomes ``cancelling`` stops the same way and ends
 ``cancelled``. Cases go through the gateway pipeline of the process that runs them: the production
 configuration of that server, never one a client chose.
 """
@@ -42,7 +43,7 @@ class EvalWorker:
         evals: EvalService,
         gateway: Gateway,
         *,
-        poll: float = 0.5,
+        poll: float = 5.0,
         lease: timedelta = timedelta(seconds=30),
     ) -> None:
         self._evals = evals
@@ -51,12 +52,17 @@ class EvalWorker:
         self._lease = lease
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._stopping = asyncio.Event()
+        self._woken = asyncio.Event()
         self._stop_run = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._embedder: LocalEmbedder | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="eval-worker")
+
+    def wake(self) -> None:
+        """Look for work now (a run was just queued through this process) instead of at the next poll."""
+        self._woken.set()
 
     async def stop(self) -> None:
         """Finish the cases in flight, record them, give the lease back."""
@@ -73,15 +79,25 @@ class EvalWorker:
             try:
                 run = await asyncio.to_thread(store.claim, self.owner, self._lease)
                 if run is None:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), self._poll)
+                    await self._idle(self._poll)
                     continue
                 await self.execute(run)
             except Exception:
                 # The store may be briefly unreachable; the lease lets the run resume later.
                 log.exception("eval worker iteration failed; retrying")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), self._poll * 4)
+                await self._idle(self._poll)
+
+    async def _idle(self, seconds: float) -> None:
+        """Wait until woken, stopped or ``seconds`` have passed. Runs queued through this process wake
+        the worker at once; the poll finds runs queued elsewhere and runs whose worker died."""
+        woken = asyncio.ensure_future(self._woken.wait())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({woken, stopping}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+            stopping.cancel()
+        self._woken.clear()
 
     async def execute(self, run: EvalRun) -> None:
         """Run what is left of ``run`` (already claimed by this worker) and finish it."""

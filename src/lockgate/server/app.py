@@ -47,17 +47,20 @@ def server_app(services: Services, gateway: Gateway, *, run_evals: bool = True) 
             await gateway.stop()
 
     control = create_control_api(services, gateway.config.control.max_body_bytes)
-    return create_app(gateway, _wakes(control, gateway), ops_access(services, gateway), lifespan)
+    return create_app(gateway, _wakes(control, gateway, worker), ops_access(services, gateway), lifespan)
 
 
-def _wakes(app: ASGIApp, gateway: Gateway) -> ASGIApp:
-    """After a control API request that may have changed keys or pointers, this process's gateway
-    reloads at once instead of at its next poll (other processes still see it within a second)."""
+def _wakes(app: ASGIApp, gateway: Gateway, worker: EvalWorker | None) -> ASGIApp:
+    """After a control API request that may have changed something, this process acts at once instead
+    of at its next poll: the gateway reloads keys and pointers, the eval worker looks for queued runs.
+    Other processes still see the change within a second (and runs within their poll)."""
 
     async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
         await app(scope, receive, send)
         if scope["type"] == "http" and scope.get("method") in ("POST", "PUT", "DELETE"):
             gateway.watcher.wake()
+            if worker is not None:
+                worker.wake()
 
     return wrapped
 
