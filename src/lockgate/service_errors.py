@@ -1,4 +1,4 @@
-"""Errors of control-plane services. The REST API maps ``status``; the CLI prints the message."""
+"""Errors of the service layer. The REST API answers with ``status`` and the message; the CLI prints it."""
 
 from __future__ import annotations
 

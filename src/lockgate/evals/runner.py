@@ -3,8 +3,9 @@
 Concurrency is bounded by a fixed pool of workers pulling from one queue, so at most ``concurrency``
 calls are in flight. Transient gateway errors (429, 5xx, timeouts) are retried with jittered backoff;
 anything else is the release's answer and is scored as a failure. Each result is written the moment
-it is scored, so stopping loses nothing finished: when ``stop`` is set (the first Ctrl-C) no new case
-starts and the ones in flight finish and are recorded; a resumed run skips every recorded pair.
+it is scored, so stopping loses nothing finished: when ``stop`` is set (the server stopping, a
+cancellation) no new case starts and the ones in flight finish and are recorded; a resumed run skips
+every recorded pair.
 """
 
 from __future__ import annotations
