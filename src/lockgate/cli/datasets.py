@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from lockgate.cli.client import Client, ClientError
+from lockgate.cli.files import read_yaml
 from lockgate.cli.options import (
     connected,
     emit_json,
@@ -18,7 +19,7 @@ from lockgate.cli.options import (
     tenant_path,
     when,
 )
-from lockgate.evals.dataset_files import read_dataset_file, read_yaml_mapping
+from lockgate.evals.dataset_files import read_dataset_file
 from lockgate.service_errors import Invalid
 
 _CASE = re.compile(r"^cases\[(?P<index>\d+)\]")
@@ -102,10 +103,7 @@ def capture(spec_file: str, route: str, since: str, limit: int, tenant: str, cli
 
     SPEC_FILE is a dataset YAML file; its `cases` entry, if any, is ignored.
     """
-    try:
-        spec = read_yaml_mapping(Path(spec_file), "a dataset file is a mapping with name and scorers")
-    except Invalid as exc:
-        fail(exc.message)
+    spec = read_yaml(Path(spec_file), "a dataset file is a mapping with name and scorers")
     spec.pop("cases", None)
     body = {"spec": spec, "route": route, "since_hours": seconds(since) / 3600, "limit": limit}
     stored = client.post(tenant_path(tenant, "datasets", "capture"), body)

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
 
+from lockgate.documents import read_yaml_mapping
 from lockgate.evals.builtin import builtin_dataset_path
 from lockgate.service_errors import Invalid
 
@@ -32,20 +32,6 @@ class DatasetFile:
         """``file:line`` of case ``index``."""
         line = self.lines[index] if 0 <= index < len(self.lines) else 0
         return f"{self.cases_path}:{line}"
-
-
-def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise Invalid(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise Invalid(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
-    if not isinstance(raw, dict):
-        raise Invalid(f"{path}: {what}")
-    return raw
 
 
 def read_dataset_file(path: str | Path) -> DatasetFile:
