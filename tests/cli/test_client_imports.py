@@ -22,7 +22,7 @@ SERVER_ONLY = (
     "lockgate.store",
     "lockgate.services",
 )
-LOCAL_OR_SERVER = {"serve", "migrate", "config"}  # these load the server's code by design
+LOCAL_OR_SERVER = {"serve", "migrate", "recover-admin", "config"}  # these load the server's code by design
 
 
 @pytest.mark.parametrize("name", sorted(set(COMMANDS) - LOCAL_OR_SERVER))

@@ -17,6 +17,7 @@ from lockgate import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("lockgate.cli.server:serve", "Run the server: gateway, control API and eval worker."),
     "migrate": ("lockgate.cli.server:migrate", "Create or upgrade the store's schema (server side)."),
+    "recover-admin": ("lockgate.cli.server:recover_admin", "Break-glass admin token (server side)."),
     "login": (
         "lockgate.cli.session:login",
         "Save a server and token (or redeem an invitation) as a profile.",
@@ -66,9 +67,9 @@ class LazyGroup(click.Group):
 def cli() -> None:
     """lockgate: the internal LLM platform.
 
-    Every command but `serve`, `migrate` and the local checks (`config check`, `prompts lint`, `gates
-    test`, `evidence verify --bundle`) is a client of a lockgate server: it needs LOCKGATE_URL and a
-    control token (LOCKGATE_TOKEN), or a profile saved by `lockgate login`.
+    Every command but `serve`, `migrate`, `recover-admin` and the local checks (`config check`, `prompts
+    lint`, `gates test`, `evidence verify --bundle`) is a client of a lockgate server: it needs
+    LOCKGATE_URL and a control token (LOCKGATE_TOKEN), or a profile saved by `lockgate login`.
     """
 
 

@@ -5,6 +5,14 @@ from __future__ import annotations
 import click
 
 CONFIG_HELP = "lockgate.yaml; default: the embedded local model."
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    envvar="LOCKGATE_CONFIG",
+    help=CONFIG_HELP,
+)
 data_dir_option = click.option(
     "--data-dir",
     type=click.Path(file_okay=False),
@@ -15,14 +23,7 @@ data_dir_option = click.option(
 
 
 @click.command()
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, exists=True),
-    default=None,
-    envvar="LOCKGATE_CONFIG",
-    help=CONFIG_HELP,
-)
+@config_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=4000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
@@ -49,3 +50,17 @@ def migrate(data_dir: str | None) -> None:
     from lockgate.server.run import migrate as run
 
     run(data_dir)
+
+
+@click.command("recover-admin")
+@click.argument("name")
+@config_option
+@data_dir_option
+def recover_admin(name: str, config_path: str | None, data_dir: str | None) -> None:
+    """On the server host: a one-day token for platform admin NAME, when all of theirs are lost or expired.
+
+    Opens the store like `serve`; audited as `user.recover` by `operator`.
+    """
+    from lockgate.server.run import recover_admin as run
+
+    run(config_path, data_dir, name)

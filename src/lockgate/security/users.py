@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, Row, delete, select, update
 from lockgate.security.apikeys import digest
 from lockgate.security.audit import AuditEvent, AuditLog
 from lockgate.security.permissions import Authorizer
-from lockgate.security.rbac import Actor, Role
+from lockgate.security.rbac import PLATFORM_TENANT, Actor, Role
 from lockgate.security.tenants import NAME, TenantService
 from lockgate.security.tokens import IssuedToken, TokenService, roles_of, split_prefix
 from lockgate.service_errors import Conflict, Invalid, NotFound, Unauthorized
@@ -71,6 +71,21 @@ class UserService:
             )
             after = {"roles": {tenant: [Role.ADMIN.value]}, "token": issued.info.prefix}
             self._audit.append(connection, actor, AuditEvent("user.create", "user:admin", after=after))
+        return issued
+
+    def recover(self, actor: Actor, name: str) -> IssuedToken:
+        """A new token for platform admin ``name``, issued by the operator of the server host when every
+        admin token is lost or expired (``lockgate recover-admin``). The server only; always audited."""
+        if not actor.system:
+            raise Invalid("only an operator on the server host recovers an admin")
+        with self._engine.begin() as connection:
+            user_id = _user_id(connection, name)
+            if Role.ADMIN not in roles_of(connection, user_id).get(PLATFORM_TENANT, frozenset()):
+                raise Invalid(f"{name} is not an admin of the platform tenant {PLATFORM_TENANT!r}")
+            expires = datetime.now(UTC) + timedelta(days=1)
+            issued = self._tokens.issue(connection, user_id, name, "recovery", expires)
+            after = {"token": issued.info.prefix, "expires_at": expires.isoformat()}
+            self._audit.append(connection, actor, AuditEvent("user.recover", f"user:{name}", after=after))
         return issued
 
     def invite(

@@ -1,8 +1,10 @@
-"""``lockgate serve`` and ``lockgate migrate``: the only commands that open the store.
+"""``lockgate serve``, ``migrate`` and ``recover-admin``: the only commands that open the store.
 
 ``migrate`` creates the data directory's secrets on first install and brings the schema up to date.
 ``serve`` refuses a store at any other schema, syncs configured tenants, bootstraps on first start, and
-runs the server (one process, or ``--workers N`` processes sharing the store).
+runs the server (one process, or ``--workers N`` processes sharing the store). ``recover-admin`` is the
+operator's break-glass on the server host: a short-lived token for a platform admin whose tokens are
+all lost or expired.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ import uvicorn
 
 from lockgate.config.loader import ConfigError, LoadedConfig
 from lockgate.instance import load_config, migrate_instance, open_instance
+from lockgate.security.rbac import Actor
 from lockgate.server.app import build_app
 from lockgate.server.asgi import CONFIG_ENV
 from lockgate.server.bootstrap import bootstrap
 from lockgate.service_errors import ControlError
 from lockgate.services import build_services
+
+OPERATOR = Actor(name="operator", source="server host", system=True)
 
 
 def configuration(path: str | None) -> LoadedConfig:
@@ -40,6 +45,23 @@ def migrate(data_dir: str | None) -> None:
         raise click.ClickException(exc.message) from None
     click.echo(f"store {instance.safe_url} is at the current schema")
     click.echo(f"data directory {instance.data} (key pepper, signing key, audit anchor)")
+    instance.engine.dispose()
+
+
+def recover_admin(config_path: str | None, data_dir: str | None, name: str) -> None:
+    config = configuration(config_path)
+    try:
+        instance = open_instance(data_dir)
+        issued = build_services(instance, config).users.recover(OPERATOR, name)
+    except ControlError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(
+        f"token {issued.info.prefix} for {name} expires {issued.info.expires_at:%Y-%m-%d %H:%M}Z", err=True
+    )
+    click.echo(
+        "log in with it, then create a lasting token (lockgate tokens create) and revoke this one", err=True
+    )
+    click.echo(issued.secret)
     instance.engine.dispose()
 
 
