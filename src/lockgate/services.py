@@ -22,6 +22,7 @@ from lockgate.gates.evidence import EvidenceService
 from lockgate.gates.gate import GateService, GateSettings
 from lockgate.gates.promotion import GatePromotionGuard
 from lockgate.instance import Instance
+from lockgate.rollouts.service import RolloutService
 from lockgate.security.apikeys import KeyService
 from lockgate.security.audit import AuditLog
 from lockgate.security.audit_trail import AuditTrail
@@ -48,6 +49,7 @@ class Services:
     evals: EvalService
     gates: GateService
     evidence: EvidenceService
+    rollouts: RolloutService
     trail: AuditTrail
 
 
@@ -73,6 +75,8 @@ def build_services(instance: Instance, config: LoadedConfig) -> Services:
     )
     evidence = EvidenceService(engine, audit, authz)
     environments.guard = GatePromotionGuard(gates, evidence, evals.store, environments)
+    rollouts = RolloutService(engine, audit, authz, releases, environments, evidence)
+    environments.starter = rollouts
     return Services(
         engine=engine,
         audit=audit,
@@ -89,5 +93,6 @@ def build_services(instance: Instance, config: LoadedConfig) -> Services:
         evals=evals,
         gates=gates,
         evidence=evidence,
+        rollouts=rollouts,
         trail=AuditTrail(engine, audit, authz, instance.anchor),
     )

@@ -18,7 +18,14 @@ from lockgate.store.database import (
     require_current_schema,
     schema_revision,
 )
-from lockgate.store.tables import control_tokens, eval_runs, metadata, route_history, state_versions
+from lockgate.store.tables import (
+    control_tokens,
+    eval_runs,
+    metadata,
+    request_log,
+    route_history,
+    state_versions,
+)
 
 
 @pytest.fixture
@@ -98,7 +105,7 @@ def test_a_store_at_another_schema_is_refused_until_migrated(engine: sa.Engine) 
         require_current_schema(engine)
     _upgrade_to(engine, "0003")
     assert schema_revision(engine) == "0003"
-    with pytest.raises(Invalid, match="needs 0004: run `lockgate migrate`"):
+    with pytest.raises(Invalid, match=f"needs {SCHEMA_HEAD}: run `lockgate migrate`"):
         require_current_schema(engine)
     migrate(engine)
     require_current_schema(engine)
@@ -153,6 +160,30 @@ def test_upgrading_to_0004_keeps_data_and_closes_old_gaps(engine: sa.Engine) -> 
     assert expires is not None and timedelta(days=89) < expires - now < timedelta(days=91)
     assert origin == "client"
     assert [tuple(h) for h in history] == [("rel_a", None), ("rel_b", "rel_a")]
+
+
+def test_upgrading_to_0005_marks_existing_requests_as_served_outside_any_rollout(engine: sa.Engine) -> None:
+    _upgrade_to(engine, "0004")
+    values = {
+        "id": "req_1",
+        "created_at": datetime.now(UTC),
+        "endpoint": "chat.completions",
+        "stream": False,
+        "status_code": 200,
+        "latency_ms": 1.0,
+        "input_tokens": 1,
+        "output_tokens": 1,
+        "usage_estimated": False,
+        "cost_usd": 0.5,
+        "attempts": 1,
+        "fallback": False,
+    }
+    with engine.begin() as connection:
+        connection.execute(sa.table("request_log", *(sa.column(k) for k in values)).insert().values(**values))
+    migrate(engine)
+    with engine.connect() as connection:
+        row = connection.execute(sa.select(request_log)).one()
+    assert (row.shadow, row.arm, row.rollout_id, row.cost_usd) == (False, None, None, 0.5)
 
 
 def _upgrade_to(engine: sa.Engine, revision: str) -> None:

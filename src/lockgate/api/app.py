@@ -23,6 +23,7 @@ from lockgate.api.routers import (
     models,
     prompts,
     releases,
+    rollouts,
     tenants,
     users,
 )
@@ -32,7 +33,7 @@ from lockgate.services import Services
 
 log = logging.getLogger(__name__)
 
-ROUTERS = (users, tenants, models, prompts, releases, datasets, evals, gates, evidence, audit)
+ROUTERS = (users, tenants, models, prompts, releases, datasets, evals, gates, rollouts, evidence, audit)
 
 
 def create_control_api(services: Services, max_body_bytes: int = 16 * 1024 * 1024) -> ASGIApp:

@@ -63,6 +63,23 @@ class PromotionGuard(Protocol):
         """Write the evidence record, inside ``connection``'s transaction when one is given."""
 
 
+class RolloutStarter(Protocol):
+    """Starts a rollout instead of moving a pointer, where the environment has a strategy."""
+
+    def has_strategy(self, tenant: str, route: str, environment: str) -> bool: ...
+
+    def begin(
+        self,
+        connection: Connection,
+        actor: Actor,
+        tenant: str,
+        route: str,
+        environment: str,
+        candidate: Release,
+    ) -> str:
+        """Create the rollout inside the caller's transaction; returns its id."""
+
+
 class GateRefused(Forbidden):
     def __init__(self, release_id: str, environment: str, reasons: list[str]) -> None:
         lines = "".join(f"\n  - {reason}" for reason in reasons)
@@ -98,6 +115,7 @@ class Environments:
         self._authz = authz
         self._releases = releases
         self.guard: PromotionGuard | None = None
+        self.starter: RolloutStarter | None = None
 
     def point(self, actor: Actor, tenant: str, route: str, environment: str, release_id: str) -> Pointer:
         """Point ``route``'s dev environment at a release; stage and prod move only by promote/rollback."""
@@ -152,11 +170,29 @@ class Environments:
                 reasons = exc.reasons if isinstance(exc, GateRefused) else [exc.message]
                 guard.record(actor, tenant, release, to, verdict, attempt, reasons, None)
             raise
+        starter = self.starter
         with self._engine.begin() as connection:
-            self._move(connection, actor, tenant, route, to, release.id, "promote")
+            serving = _locked_pointer(connection, require_tenant_id(connection, tenant), route, to)
+            rolls_out = (
+                starter is not None
+                and serving is not None
+                and serving.release_id != release.id
+                and starter.has_strategy(tenant, route, to)
+            )
+            if rolls_out and starter is not None:
+                # The environment takes new releases gradually: the pointer moves when the rollout ends.
+                starter.begin(connection, actor, tenant, route, to, release)
+            else:
+                self._move(connection, actor, tenant, route, to, release.id, "promote", locked=serving)
             if guard is not None:
                 guard.record(actor, tenant, release, to, verdict, "allow", [], connection)
         return self.pointer(tenant, route, to)
+
+    def finish_rollout(
+        self, connection: Connection, actor: Actor, tenant: str, route: str, environment: str, release_id: str
+    ) -> None:
+        """A rollout reached 100%: its candidate becomes the environment's release (caller's transaction)."""
+        self._move(connection, actor, tenant, route, environment, release_id, "rollout")
 
     def rollback(
         self,

@@ -89,12 +89,15 @@ class EvidenceDraft(_Ref):
     decision: Literal["allow", "deny", "refused"] = Field(
         description="refused: stopped before the gate ran (RBAC, four eyes)"
     )
-    action: Literal["promote", "rollback"] = "promote"
+    action: Literal["promote", "rollback", "rollout"] = "promote"
     reasons: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     datasets: list[DatasetRef] = Field(default_factory=list)
     reports: list[ReportRef] = Field(default_factory=list)
     runs: list[RunRef] = Field(default_factory=list)
+    rollout: dict[str, Any] | None = Field(
+        default=None, description="For action rollout: the rollout, the event, its metrics and verdict"
+    )
     policy: PolicyRef | None = None
     approvers: list[str] = Field(default_factory=list)
     requested_by: str = Field(min_length=1, max_length=100)

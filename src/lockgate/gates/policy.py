@@ -129,6 +129,15 @@ def evaluate(
     return Decision(allow, deny, warn, policies.sha256, "regopy")
 
 
+def evaluate_package(modules: Mapping[str, str], package: str, input: Mapping[str, Any]) -> Any:
+    """The value of ``data.<package>`` for ``input`` (None when undefined), in-process with regopy; a
+    broken policy raises ``Invalid``. Rollout analyses use it with their own package."""
+    interpreter = _interpreter(modules)
+    _call(partial(interpreter.set_input_term, _json(input, "input")), "input is invalid", modules)
+    values = _query(interpreter, f"data.{package}", modules)
+    return values[0] if values else None
+
+
 def evaluate_remote(
     opa_url: str, input: Mapping[str, Any], policy_sha256: str = "", timeout: float = 5.0
 ) -> Decision:
@@ -157,6 +166,13 @@ def check(policies: PolicySet) -> None:
     interpreter = _interpreter(policies.modules)
     if not _query(interpreter, f"data.{PACKAGE}", policies.modules):
         raise Invalid(f"policy: package {PACKAGE} is undefined; the modules must define its rules")
+
+
+def check_package(policies: PolicySet, package: str = PACKAGE) -> None:
+    """Like ``check``, for any package (a rollout's analysis policy is ``lockgate.rollout``)."""
+    interpreter = _interpreter(policies.modules)
+    if not _query(interpreter, f"data.{package}", policies.modules):
+        raise Invalid(f"policy: package {package} is undefined; the modules must define its rules")
 
 
 def run_tests(policies: PolicySet, tests: Mapping[str, str]) -> list[PolicyTestResult]:

@@ -87,6 +87,7 @@ def create_app(
                 request=validate(body, kind),
                 authorization=_credentials(request),
                 environment=request.headers.get("x-lockgate-environment") or None,
+                session=request.headers.get("x-lockgate-session") or None,
             )
             reply = await gateway.handle(call)
         except GatewayError as error:

@@ -38,6 +38,12 @@ class Call:
     release: ServingRelease | None = None
     route_name: str | None = None
     fallbacks: tuple[str, ...] = ()
+    session: str | None = None
+    """The ``x-lockgate-session`` header: keeps a caller on one rollout arm when there is no ``user``."""
+    rollout_id: str | None = None
+    arm: str | None = None
+    """``baseline`` or ``candidate`` during a rollout; ``shadow`` for a mirrored call."""
+    shadow: bool = False
 
     @property
     def model(self) -> str:

@@ -27,7 +27,7 @@ from lockgate.control.release_content import ReleaseContent
 from lockgate.control.templating import BoundedTemplate, compile_template
 from lockgate.errors import InvalidRequest
 from lockgate.store import versions
-from lockgate.store.tables import releases, route_pointers
+from lockgate.store.tables import releases, rollouts, route_pointers
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +88,26 @@ class ServingRelease:
 
 
 @dataclass(frozen=True, slots=True)
+class LiveRollout:
+    """A rollout under way in one environment: who gets the candidate, and how."""
+
+    id: str
+    strategy: str
+    candidate: ServingRelease
+    share: float
+    """Fraction of subjects (0..1) sent to the candidate, or mirrored to it for ``shadow``."""
+    salt: str
+
+    @property
+    def mirrors(self) -> bool:
+        return self.strategy == "shadow"
+
+
+@dataclass(frozen=True, slots=True)
 class RouteEntry:
     current: ServingRelease
     previous: ServingRelease | None
+    rollout: LiveRollout | None = None
 
 
 class RouteBook:
@@ -109,9 +126,14 @@ class RouteBook:
         with engine.connect() as connection:
             version = versions.current(connection, versions.ROUTES)
             pointers = connection.execute(select(route_pointers)).all()
-            wanted = {p.release_id for p in pointers} | {
-                p.previous_release_id for p in pointers if p.previous_release_id
-            }
+            live = connection.execute(
+                select(rollouts).where(rollouts.c.status.in_(("running", "paused")))
+            ).all()
+            wanted = (
+                {p.release_id for p in pointers}
+                | {p.previous_release_id for p in pointers if p.previous_release_id}
+                | {r.candidate_release_id for r in live}
+            )
             # Release content never changes: one that failed to compile is not tried again.
             missing = wanted - set(self._compiled) - set(self.unservable)
             specs = (
@@ -129,6 +151,7 @@ class RouteBook:
             except Exception as exc:
                 unservable[row.id] = f"{type(exc).__name__}: {exc}"[:500]
                 log.error("release %s cannot be served and is skipped: %s", row.id, unservable[row.id])
+        by_environment = {(r.tenant_id, r.route, r.environment): r for r in live}
         entries: dict[tuple[str, str, str], RouteEntry] = {}
         for p in pointers:
             key = (p.tenant_id, p.route, p.environment)
@@ -139,9 +162,19 @@ class RouteBook:
                     entries[key] = self._entries[key]
                 continue
             previous = compiled.get(p.previous_release_id) if p.previous_release_id else None
-            entries[key] = RouteEntry(current, previous)
+            entries[key] = RouteEntry(current, previous, _live(by_environment.get(key), current, compiled))
         self._entries = entries
         self._compiled = compiled
         self.unservable = unservable
         self._on_unservable(len(unservable))
         self.version = version
+
+
+def _live(row: Any, current: ServingRelease, compiled: Mapping[str, ServingRelease]) -> LiveRollout | None:
+    """The rollout of an environment, if it is still about the release the environment serves."""
+    if row is None or row.baseline_release_id != current.id:
+        return None
+    candidate = compiled.get(row.candidate_release_id)
+    if candidate is None:
+        return None  # an unservable candidate gets no traffic
+    return LiveRollout(row.id, row.strategy, candidate, float(row.candidate_share), row.salt)

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, text
 
 from lockgate.config.loader import LoadedConfig
 from lockgate.gateway.invoke import Invoker
+from lockgate.gateway.mirror import Mirror
 from lockgate.gateway.pipeline import Handler, compose
 from lockgate.gateway.routebook import RouteBook
 from lockgate.gateway.stages.account import Account
@@ -58,15 +59,17 @@ class Gateway:
             on_written=self.metrics.log_written.inc,
             on_dropped=self.metrics.log_dropped.inc,
         )
+        self.mirror = Mirror(self.metrics)
         self.handle: Handler = compose(
             [
                 Account(self.request_log, self.metrics),
                 Authenticate(self.keyring),
-                ResolveRelease(self.routes, self.metrics),
+                ResolveRelease(self.routes, self.metrics, self.mirror),
                 Authorize(self.table),
             ],
             Invoker(self.table, config.routing, self.metrics),
         )
+        self.mirror.handler = self.handle
         self.watcher = ChangeWatcher(engine)
         self.watcher.watch(versions.AUTH, lambda: self.keyring.version, self.keyring.load)
         self.watcher.watch(versions.ROUTES, lambda: self.routes.version, self.routes.load)
@@ -85,6 +88,7 @@ class Gateway:
         gc.freeze()
 
     async def stop(self) -> None:
+        await self.mirror.drain()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

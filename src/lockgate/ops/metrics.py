@@ -46,6 +46,15 @@ class GatewayMetrics:
         )
         self.tokens = Counter("lockgate_tokens", "Tokens", ["model", "tenant", "direction"], registry=r)
         self.cost = Counter("lockgate_cost_usd", "Cost in US dollars", ["model", "tenant"], registry=r)
+        self.shadow_cost = Counter(
+            "lockgate_shadow_cost_usd",
+            "Cost of calls mirrored to a rollout's candidate (not the tenant's spend)",
+            ["model", "tenant"],
+            registry=r,
+        )
+        self.shadow_dropped = Counter(
+            "lockgate_shadow_dropped", "Mirrored calls skipped because too many were in flight", registry=r
+        )
         self.attempts = Counter(
             "lockgate_upstream_attempts",
             "Calls to upstream deployments",

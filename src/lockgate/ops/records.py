@@ -29,6 +29,9 @@ class RequestRecord:
     fallback: bool = False
     route: str | None = None
     release_id: str | None = None
+    rollout_id: str | None = None
+    arm: str | None = None
+    shadow: bool = False
     request_body: bytes | None = None
     response_body: str | None = None
 
@@ -54,4 +57,7 @@ class RequestRecord:
             "fallback": self.fallback,
             "route": self.route,
             "release_id": self.release_id,
+            "rollout_id": self.rollout_id,
+            "arm": self.arm,
+            "shadow": self.shadow,
         }

@@ -133,6 +133,16 @@ PERMISSIONS: Mapping[str, Permission] = {
     "evals.report": _t(V, summary="a finished run's JSON, HTML or JUnit report"),
     "evals.start": _t(E, D, summary="run a release on a dataset, on the server"),
     "evals.cancel": _t(E, D, summary="cancel a queued or running eval run"),
+    # progressive delivery
+    "rollouts.set": _t(ADMIN, summary="set how a route's stage or prod environment takes releases"),
+    "rollouts.strategy": _t(V, summary="a route environment's rollout strategy"),
+    "rollouts.start": _t(D, summary="promote through the gate into a rollout of the strategy"),
+    "rollouts.list": _t(V, summary="rollouts, newest first"),
+    "rollouts.get": _t(V, summary="a rollout's arms, traffic, verdicts and next decision"),
+    "rollouts.pause": _t(D, summary="hold a rollout at its stage"),
+    "rollouts.resume": _t(D, summary="let a paused rollout go on"),
+    "rollouts.abort": _t(D, summary="send all traffic back to the current release at once"),
+    "rollouts.promote": _t(D, summary="make the candidate the environment's release now"),
     # gates and evidence
     "gates.get": _t(V, summary="a route's gate"),
     "gates.set": _t(ADMIN, summary="install or replace a route's gate"),

@@ -20,6 +20,7 @@ from lockgate.evals.worker import EvalWorker
 from lockgate.gateway.http import OpsAccess, create_app
 from lockgate.gateway.runtime import Gateway
 from lockgate.instance import Instance
+from lockgate.rollouts.controller import RolloutController
 from lockgate.security.rbac import PLATFORM_TENANT, Role
 from lockgate.service_errors import ControlError
 from lockgate.services import Services, build_services
@@ -33,15 +34,18 @@ def build_app(instance: Instance, config: LoadedConfig, *, run_evals: bool = Tru
 
 def server_app(services: Services, gateway: Gateway, *, run_evals: bool = True) -> Starlette:
     worker = EvalWorker(services.evals, gateway) if run_evals else None
+    controller = RolloutController(services.rollouts)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await gateway.start()
         if worker is not None:
             worker.start()
+        controller.start()
         try:
             yield
         finally:
+            await controller.stop()
             if worker is not None:
                 await worker.stop()
             await gateway.stop()

@@ -102,8 +102,12 @@ request_log = Table(
     Column("fallback", Boolean, nullable=False),
     Column("route", String(200), nullable=True),
     Column("release_id", String(80), nullable=True),
+    Column("rollout_id", String(40), nullable=True),
+    Column("arm", String(10), nullable=True),
+    Column("shadow", Boolean, nullable=False, default=False),
     Index("ix_request_log_created_at", "created_at"),
     Index("ix_request_log_tenant_created", "tenant_id", "created_at"),
+    Index("ix_request_log_rollout", "rollout_id", "created_at"),
 )
 
 request_content = Table(
@@ -381,4 +385,80 @@ route_history = Table(
     Column("actor", String(100), nullable=False),
     Column("at", UTCDateTime, nullable=False),
     Index("ix_route_history_route", "tenant_id", "route", "environment"),
+)
+
+# --- progressive delivery (migration 0005) --------------------------------------------------------
+
+route_strategies = Table(
+    "route_strategies",
+    metadata,
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), primary_key=True),
+    Column("route", String(200), primary_key=True),
+    Column("environment", String(10), primary_key=True),
+    Column("spec", JSON, nullable=False),
+    Column("updated_by", String(100), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+rollouts = Table(
+    "rollouts",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("route", String(200), nullable=False),
+    Column("environment", String(10), nullable=False),
+    Column("strategy", String(10), nullable=False),
+    Column("spec", JSON, nullable=False),
+    Column("candidate_release_id", String(80), ForeignKey("releases.id"), nullable=False),
+    Column("baseline_release_id", String(80), ForeignKey("releases.id"), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("stage", Integer, nullable=False),
+    Column("stage_started_at", UTCDateTime, nullable=False),
+    Column("candidate_share", Float, nullable=False),
+    Column("salt", String(40), nullable=False),
+    Column("failures", JSON, nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("lease_owner", String(100), nullable=True),
+    Column("lease_until", UTCDateTime, nullable=True),
+    Column("created_by", String(100), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Index("ix_rollouts_route", "tenant_id", "route", "environment"),
+    Index("ix_rollouts_status", "status"),
+)
+
+rollout_analyses = Table(
+    "rollout_analyses",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rollout_id", String(40), ForeignKey("rollouts.id"), nullable=False, index=True),
+    Column("stage", Integer, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("verdict", String(20), nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("reasons", JSON, nullable=False),
+    Column("evidence_id", String(40), nullable=True),
+)
+
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("request_id", String(40), primary_key=True),
+    Column("tenant_id", String(40), nullable=False),
+    Column("key_id", String(40), nullable=False),
+    Column("score", Float, nullable=False),
+    Column("label", String(100), nullable=True),
+    Column("comment", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+online_scores = Table(
+    "online_scores",
+    metadata,
+    Column("request_id", String(40), primary_key=True),
+    Column("rollout_id", String(40), nullable=False, index=True),
+    Column("arm", String(10), nullable=False),
+    Column("score", Float, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
 )

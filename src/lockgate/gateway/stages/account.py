@@ -116,7 +116,8 @@ class Account:
             m.tokens.labels(model, tenant, "input").inc(input_tokens)
             m.tokens.labels(model, tenant, "output").inc(output_tokens)
         if cost:
-            m.cost.labels(model, tenant).inc(cost)
+            # A mirrored (shadow) call is the platform's experiment, not the tenant's spend.
+            (m.shadow_cost.labels(model, tenant) if call.shadow else m.cost.labels(model, tenant)).inc(cost)
         record = RequestRecord(
             id=call.request_id,
             created_at=datetime.now(UTC),
@@ -138,6 +139,9 @@ class Account:
             fallback=call.fallback,
             route=call.route_name,
             release_id=call.release.id if call.release is not None else None,
+            rollout_id=call.rollout_id,
+            arm=call.arm,
+            shadow=call.shadow,
         )
         if self._log.stores_content and principal is not None:
             record.request_body = call.raw

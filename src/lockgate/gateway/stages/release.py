@@ -8,6 +8,11 @@ string), its parameters replace the client's, and its model and fallbacks are us
 satisfy the release's output contract: a violation is a 502 naming the schema path, counted in
 ``lockgate_output_contract_violations_total``. Every answer carries headers naming the release, the
 prompt version and the model.
+
+During a rollout of the environment, each call is assigned an arm by its subject's bucket
+(``gateway.assignment``): a canary, A/B or bandit call below the candidate's share is served by the
+candidate (``x-lockgate-arm`` says which); a shadow rollout serves every call from the current release
+and mirrors the chosen share to the candidate (``gateway.mirror``). The arm goes into the request log.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from typing import Any
 import orjson
 
 from lockgate.errors import GatewayError, InvalidRequest, ModelNotFound, PermissionDenied
+from lockgate.gateway.assignment import bucket, subject
+from lockgate.gateway.mirror import Mirror
 from lockgate.gateway.pipeline import Call, Handler, Reply
-from lockgate.gateway.routebook import RouteBook, ServingRelease
+from lockgate.gateway.routebook import LiveRollout, RouteBook, ServingRelease
 from lockgate.ops.metrics import GatewayMetrics
 from lockgate.wire import ChatCompletionRequest, validate
 
@@ -36,9 +43,10 @@ class OutputContractViolation(GatewayError):
 
 
 class ResolveRelease:
-    def __init__(self, book: RouteBook, metrics: GatewayMetrics) -> None:
+    def __init__(self, book: RouteBook, metrics: GatewayMetrics, mirror: Mirror) -> None:
         self._book = book
         self._metrics = metrics
+        self._mirror = mirror
 
     async def __call__(self, call: Call, call_next: Handler) -> Reply:
         if not call.model.startswith(PREFIX) or not isinstance(call.request, ChatCompletionRequest):
@@ -48,13 +56,17 @@ class ResolveRelease:
         route = call.model[len(PREFIX) :]
         if not principal.may_use(call.model):
             raise PermissionDenied(f"This API key may not use the route '{route}'.", param="model")
-        release = call.release  # pinned by an in-process caller (the eval runner), else looked up
+        release = call.release  # pinned by an in-process caller (eval runner, mirror), else looked up
+        announce = False  # name the arm in the answer (canary, A/B, bandit; never shadow)
         if release is None:
             environment = _environment(call.environment, principal.environment)
             entry = self._book.lookup(principal.tenant_id, route, environment)
             if entry is None:
                 raise ModelNotFound(f"The route '{route}' has no release in {environment}.", param="model")
             release = entry.current
+            if entry.rollout is not None:
+                release = self._assign(call, entry.rollout, release)
+                announce = not entry.rollout.mirrors
             call.release = release
         for model in (release.content.model.gateway_model, *release.content.fallbacks):
             if not principal.may_route_to(model):
@@ -68,12 +80,25 @@ class ResolveRelease:
         call.fallbacks = tuple(release.content.fallbacks)
         reply = await call_next(call)
         reply.headers.update(release.headers)
+        if announce and call.arm is not None:
+            reply.headers["x-lockgate-arm"] = call.arm
         if reply.stream is not None:
             reply.stream = self._check_stream(release, route, reply.stream)
         elif reply.body is not None:
             for choice in reply.body.get("choices") or ():
                 self._check(release, route, str((choice.get("message") or {}).get("content") or ""))
         return reply
+
+    def _assign(self, call: Call, rollout: LiveRollout, current: ServingRelease) -> ServingRelease:
+        chosen = bucket(rollout.salt, subject(call.chat.user, call.session, call.request_id)) < rollout.share
+        call.rollout_id = rollout.id
+        if rollout.mirrors:
+            call.arm = "baseline"  # what the client gets is the comparison for the mirrored calls
+            if chosen:
+                self._mirror.send(call, call.body, rollout.candidate, rollout.id)
+            return current
+        call.arm = "candidate" if chosen else "baseline"
+        return rollout.candidate if chosen else current
 
     def _check(self, release: ServingRelease, route: str, text: str) -> None:
         violation = release.check_output(text)

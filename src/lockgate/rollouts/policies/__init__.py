@@ -1,0 +1,1 @@
+"""The shipped Rego policy that decides a rollout analysis, and its tests."""
