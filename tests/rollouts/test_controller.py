@@ -265,3 +265,19 @@ def test_a_stopped_controller_hands_its_rollouts_to_another(world: World, servic
             sa.select(rollouts.c.lease_owner).where(rollouts.c.id == rollout.id)
         ).scalar()
     assert owner == second.owner
+
+
+def test_moving_the_environment_under_a_rollout_aborts_it(
+    world: World, controller: RolloutController
+) -> None:
+    world.strategy(FAST)
+    rollout = world.start()
+    first_third = world.crew.release(2)
+    with world.services.engine.begin() as connection:  # prod moves under the rollout, as a hotfix would
+        world.services.environments.finish_rollout(
+            connection, world.admin, "default", ROUTE, "prod", first_third
+        )
+    assert controller.analyse(rollout) == "aborted"
+    rollout = world.reload(rollout)
+    assert rollout.status == "aborted"
+    assert "not the baseline" in (rollout.reason or "")

@@ -94,6 +94,15 @@ class RolloutController:
 
     def analyse(self, rollout: Rollout) -> str:
         """One analysis of ``rollout`` and what follows from it; returns the verdict."""
+        serving = self._rollouts.serving(rollout)
+        if serving != rollout.baseline_release_id:
+            # Someone moved the environment (a rollback, say): the comparison no longer holds.
+            reasons = [
+                f"the environment now serves {serving}, not the baseline {rollout.baseline_release_id}"
+            ]
+            with self._store.engine.begin() as connection:
+                self._end(connection, rollout, "abort", reasons, {}, "aborted")
+            return "aborted"
         spec = rollout.spec
         candidate_arm = "shadow" if rollout.strategy == "shadow" else "candidate"
         measured = self._store.measure(rollout, ["baseline", candidate_arm])
@@ -315,7 +324,8 @@ class RolloutController:
         )
 
     def _mismatch(self, rollout: Rollout) -> str | None:
-        if rollout.strategy == "shadow" or rollout.candidate_share in (0.0, 1.0):
+        # A bandit moves its split without starting a new stage, so its counts mix shares: not checked.
+        if rollout.strategy not in ("canary", "ab") or rollout.candidate_share in (0.0, 1.0):
             return None
         counts = self._store.counts(rollout)
         observed = {"baseline": counts.get("baseline", 0), "candidate": counts.get("candidate", 0)}

@@ -306,6 +306,15 @@ class RolloutService:
             raise NotFound(f"route {route!r} has had no rollout in {environment}")
         return RolloutView(rollout, self.store.analyses(rollout.id), self.store.counts(rollout))
 
+    def serving(self, rollout: Rollout) -> str | None:
+        """The release the rollout's environment serves now."""
+        with self._engine.connect() as connection:
+            tenant = self.tenant_name(connection, rollout.tenant_id)
+        try:
+            return self._environments.pointer(tenant, rollout.route, rollout.environment).release_id
+        except NotFound:
+            return None
+
     @staticmethod
     def tenant_name(connection: Connection, tenant_id: str) -> str:
         from lockgate.store.tables import tenants
