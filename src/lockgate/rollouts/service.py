@@ -150,6 +150,7 @@ class RolloutService:
             baseline=pointer.release_id,
             created_by=actor.name,
         )
+        versions.bump(connection, versions.ROUTES)  # the gateways start assigning arms
         rollout = self.store.get(rollout_id, connection)
         self.record(connection, actor, tenant, rollout, "start", [f"{stored.spec.strategy} rollout started"])
         return rollout_id
