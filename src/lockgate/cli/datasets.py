@@ -96,16 +96,40 @@ def show(reference: str, tenant: str, client: Client) -> None:
 @click.option("--route", required=True, help="Capture calls of this route.")
 @click.option("--since", default="7d", show_default=True, help="How far back: 90m, 24h, 7d.")
 @click.option("--limit", default=500, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--only-rated", is_flag=True, help="Only calls a user rated through POST /v1/feedback.")
+@click.option(
+    "--min-feedback",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Only calls rated at least this (0..1; a thumbs up is 1). Implies --only-rated.",
+)
 @tenant_option
 @connected
-def capture(spec_file: str, route: str, since: str, limit: int, tenant: str, client: Client) -> None:
+def capture(
+    spec_file: str,
+    route: str,
+    since: str,
+    limit: int,
+    only_rated: bool,
+    min_feedback: float | None,
+    tenant: str,
+    client: Client,
+) -> None:
     """Make a dataset version from production calls of ROUTE (needs request_log.store_content).
 
-    SPEC_FILE is a dataset YAML file; its `cases` entry, if any, is ignored.
+    SPEC_FILE is a dataset YAML file; its `cases` entry, if any, is ignored. Each captured case
+    carries the users' feedback on its call, if any, as its `feedback` label.
     """
     spec = read_yaml(Path(spec_file), "a dataset file is a mapping with name and scorers")
     spec.pop("cases", None)
-    body = {"spec": spec, "route": route, "since_hours": seconds(since) / 3600, "limit": limit}
+    body = {
+        "spec": spec,
+        "route": route,
+        "since_hours": seconds(since) / 3600,
+        "limit": limit,
+        "only_rated": only_rated or min_feedback is not None,
+        "min_feedback": min_feedback,
+    }
     stored = client.post(tenant_path(tenant, "datasets", "capture"), body)
     click.echo(
         f"{stored['ref']}  {stored['cases']} cases captured from route {route}  sha256 {stored['sha256']}"

@@ -13,7 +13,8 @@ A dataset is described by a small YAML file, kept in git next to the prompts::
 Pushing the same content again returns the version it already has; any change makes a new version.
 The version's sha256 covers the spec and every case (canonical JSON), so an eval report and the evidence
 of a promotion name exactly the data they were made on. Cases can also be captured from production
-requests where the gateway is configured to store content.
+requests where the gateway is configured to store content; a request a user rated (``POST
+/v1/feedback``) brings its rating along as labels.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from lockgate.security.audit import AuditEvent, AuditLog
 from lockgate.security.permissions import Authorizer
 from lockgate.security.rbac import Actor
 from lockgate.service_errors import Invalid, NotFound
-from lockgate.store.tables import datasets, request_content, request_log, tenants
+from lockgate.store.tables import datasets, feedback, request_content, request_log, tenants
 from lockgate.store.tenancy import require_tenant_id
 
 DATASET_NAME = r"^[a-z0-9][a-z0-9_.-]*$"
@@ -247,31 +248,50 @@ class DatasetService:
         route: str,
         since: datetime,
         limit: int = 500,
+        only_rated: bool = False,
+        min_feedback: float | None = None,
     ) -> StoredDataset:
         """Make a dataset version from production calls of ``route`` whose content the gateway stored.
 
         Each captured case keeps the caller's variables and the answer the release gave as ``expected``,
-        tagged ``captured`` for a person to review before it gates anything.
+        tagged ``captured`` for a person to review before it gates anything. A call its user rated
+        carries the rating as labels ``feedback_score`` (0..1) and ``feedback_label`` (when given).
+        ``only_rated`` keeps only rated calls; ``min_feedback`` only calls rated at least that (say 1 for
+        thumbs up: answers users liked, fit to be expected answers).
         """
         self._authz.require(actor, "datasets.capture", tenant, f"dataset:{tenant}/{spec.name}")
+        if min_feedback is not None and not 0.0 <= min_feedback <= 1.0:
+            raise Invalid(f"min_feedback: a rating is between 0 and 1, got {min_feedback}")
         with self._engine.connect() as connection:
             tenant_id = require_tenant_id(connection, tenant)
-            rows = connection.execute(
-                select(request_log.c.id, request_content.c.request_body, request_content.c.response_body)
+            query = (
+                select(
+                    request_log.c.id,
+                    request_content.c.request_body,
+                    request_content.c.response_body,
+                    feedback.c.score.label("feedback_score"),
+                    feedback.c.label.label("feedback_label"),
+                )
                 .join(request_content, request_content.c.request_id == request_log.c.id)
+                .outerjoin(feedback, feedback.c.request_id == request_log.c.id)
                 .where(
                     request_log.c.tenant_id == tenant_id,
                     request_log.c.route == route,
                     request_log.c.status_code == 200,
                     request_log.c.created_at >= since,
+                    request_log.c.shadow.is_(False),
                 )
-                .order_by(request_log.c.created_at.desc())
-                .limit(limit)
-            ).all()
+            )
+            if only_rated or min_feedback is not None:
+                query = query.where(feedback.c.score.is_not(None))
+            if min_feedback is not None:
+                query = query.where(feedback.c.score >= min_feedback)
+            rows = connection.execute(query.order_by(request_log.c.created_at.desc()).limit(limit)).all()
         cases = [case for row in rows if (case := _captured_case(row)) is not None]
         if not cases:
+            rated = " rated" if only_rated or min_feedback is not None else ""
             raise NotFound(
-                f"no stored production content for route {route!r} since {since:%Y-%m-%d %H:%M}Z; "
+                f"no stored{rated} production content for route {route!r} since {since:%Y-%m-%d %H:%M}Z; "
                 "content is stored only when request_log.store_content is on"
             )
         return self.push(actor, tenant, spec, cases)
@@ -294,7 +314,14 @@ def _captured_case(row: Any) -> Case | None:
     if not isinstance(variables, dict):
         return None
     expected = _answer_text(row.response_body)
-    return Case(id=f"captured-{row.id}", variables=variables, expected=expected, tags=["captured"])
+    labels: dict[str, Any] = {}
+    if row.feedback_score is not None:
+        labels["feedback_score"] = float(row.feedback_score)
+        if row.feedback_label is not None:
+            labels["feedback_label"] = row.feedback_label
+    return Case(
+        id=f"captured-{row.id}", variables=variables, expected=expected, labels=labels, tags=["captured"]
+    )
 
 
 def _answer_text(response: str | None) -> str | None:

@@ -4,6 +4,8 @@ Handlers only translate between HTTP and the pipeline: read the body within its 
 once, hand a ``Call`` to the pipeline and write the ``Reply`` back, as JSON or server-sent events. No
 exception reaches the client as a stack trace.
 
+``POST /v1/feedback`` rates an answer the caller's key got (``gateway.feedback``).
+
 ``/healthz`` is open. ``/readyz`` tells anyone whether the worker is ready; its details (the store,
 each deployment's circuit) and ``/metrics`` (tenants, spend) need an operator's credential, checked
 by the ``OpsAccess`` the server passes in.
@@ -36,6 +38,7 @@ from lockgate.errors import (
     PayloadTooLarge,
     Unauthenticated,
 )
+from lockgate.gateway.feedback import parse_rating
 from lockgate.gateway.pipeline import Call, Endpoint, Reply
 from lockgate.gateway.runtime import Gateway
 from lockgate.wire import ChatCompletionRequest, EmbeddingRequest, decode_object, validate
@@ -145,7 +148,8 @@ def create_app(
         if exc.status_code == 405:
             return error_response(MethodNotAllowed("Method not allowed for this path."), None)
         return error_response(
-            NotFound("Unknown path. See /v1/chat/completions, /v1/embeddings, /v1/models."), None
+            NotFound("Unknown path. See /v1/chat/completions, /v1/embeddings, /v1/models, /v1/feedback."),
+            None,
         )
 
     @asynccontextmanager
@@ -160,6 +164,7 @@ def create_app(
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/feedback", _rate(gateway, limit), methods=["POST"]),
         Route("/v1/models/{model:path}", list_models, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
@@ -170,6 +175,25 @@ def create_app(
     return Starlette(
         routes=routes, lifespan=lifespan or gateway_only, exception_handlers={HTTPException: http_error}
     )
+
+
+def _rate(gateway: Gateway, limit: int) -> Callable[[Request], Awaitable[Response]]:
+    """``POST /v1/feedback``: the caller's key rates one of its requests."""
+
+    async def feedback(request: Request) -> Response:
+        request_id = f"req_{uuid.uuid4().hex}"
+        try:
+            principal = gateway.keyring.authenticate(_credentials(request))
+            rating = parse_rating(decode_object(await _read_body(request, limit)))
+            rated = await gateway.feedback.rate(principal, rating)
+        except GatewayError as error:
+            return error_response(error, request_id)
+        except Exception:
+            log.exception("unhandled error in feedback request %s", request_id)
+            return error_response(InternalError("The gateway failed to store this rating."), request_id)
+        return _json(rated.body(), request_id)
+
+    return feedback
 
 
 def error_response(error: GatewayError, request_id: str | None) -> Response:

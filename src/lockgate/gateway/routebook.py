@@ -88,6 +88,16 @@ class ServingRelease:
 
 
 @dataclass(frozen=True, slots=True)
+class OnlineQuality:
+    """The rollout spec's ``analysis.online_quality``: which share of live answers is scored, and how."""
+
+    sample: float
+    """Fraction (0..1) of answers scored, chosen by a hash of the request id."""
+    scorers: tuple[dict[str, Any], ...]
+    """Scorer specs, as a dataset stores them (built by the observer, never by the gateway)."""
+
+
+@dataclass(frozen=True, slots=True)
 class LiveRollout:
     """A rollout under way in one environment: who gets the candidate, and how."""
 
@@ -97,6 +107,8 @@ class LiveRollout:
     share: float
     """Fraction of subjects (0..1) sent to the candidate, or mirrored to it for ``shadow``."""
     salt: str
+    online: OnlineQuality | None = None
+    """Live answers to score, when the spec asks for online quality."""
 
     @property
     def mirrors(self) -> bool:
@@ -113,6 +125,7 @@ class RouteEntry:
 class RouteBook:
     def __init__(self, on_unservable: Callable[[int], None] = lambda _: None) -> None:
         self._entries: dict[tuple[str, str, str], RouteEntry] = {}
+        self._rollouts: dict[str, LiveRollout] = {}
         self._compiled: dict[str, ServingRelease] = {}
         self._on_unservable = on_unservable
         self.unservable: dict[str, str] = {}
@@ -121,6 +134,10 @@ class RouteBook:
 
     def lookup(self, tenant_id: str, route: str, environment: str) -> RouteEntry | None:
         return self._entries.get((tenant_id, route, environment))
+
+    def rollout(self, rollout_id: str) -> LiveRollout | None:
+        """The live rollout of that id, wherever it runs (a mirrored call knows only the id)."""
+        return self._rollouts.get(rollout_id)
 
     def load(self, engine: Engine) -> None:
         with engine.connect() as connection:
@@ -164,6 +181,7 @@ class RouteBook:
             previous = compiled.get(p.previous_release_id) if p.previous_release_id else None
             entries[key] = RouteEntry(current, previous, _live(by_environment.get(key), current, compiled))
         self._entries = entries
+        self._rollouts = {e.rollout.id: e.rollout for e in entries.values() if e.rollout is not None}
         self._compiled = compiled
         self.unservable = unservable
         self._on_unservable(len(unservable))
@@ -177,4 +195,16 @@ def _live(row: Any, current: ServingRelease, compiled: Mapping[str, ServingRelea
     candidate = compiled.get(row.candidate_release_id)
     if candidate is None:
         return None  # an unservable candidate gets no traffic
-    return LiveRollout(row.id, row.strategy, candidate, float(row.candidate_share), row.salt)
+    return LiveRollout(
+        row.id, row.strategy, candidate, float(row.candidate_share), row.salt, _online(row.spec)
+    )
+
+
+def _online(spec: Any) -> OnlineQuality | None:
+    """``analysis.online_quality`` of a stored rollout spec (validated when the strategy was set)."""
+    analysis = spec.get("analysis") if isinstance(spec, dict) else None
+    online = analysis.get("online_quality") if isinstance(analysis, dict) else None
+    if not isinstance(online, dict) or not online.get("scorers"):
+        return None
+    sample = float(online.get("sample", 0.1))
+    return OnlineQuality(sample, tuple(dict(s) for s in online["scorers"])) if sample > 0 else None

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, text
 
 from lockgate.config.loader import LoadedConfig
+from lockgate.gateway.feedback import FeedbackBook
 from lockgate.gateway.invoke import Invoker
 from lockgate.gateway.mirror import Mirror
 from lockgate.gateway.pipeline import Handler, compose
@@ -19,7 +20,7 @@ from lockgate.gateway.routebook import RouteBook
 from lockgate.gateway.stages.account import Account
 from lockgate.gateway.stages.authenticate import Authenticate
 from lockgate.gateway.stages.authorize import Authorize
-from lockgate.gateway.stages.release import ResolveRelease
+from lockgate.gateway.stages.release import AnswerObserver, ResolveRelease
 from lockgate.ops.metrics import GatewayMetrics
 from lockgate.ops.request_log import RequestLog
 from lockgate.providers.base import Provider, ProviderSettings
@@ -60,11 +61,13 @@ class Gateway:
             on_dropped=self.metrics.log_dropped.inc,
         )
         self.mirror = Mirror(self.metrics)
+        self.feedback = FeedbackBook(engine, self.metrics.registry)
+        self._release = ResolveRelease(self.routes, self.metrics, self.mirror)
         self.handle: Handler = compose(
             [
                 Account(self.request_log, self.metrics),
                 Authenticate(self.keyring),
-                ResolveRelease(self.routes, self.metrics, self.mirror),
+                self._release,
                 Authorize(self.table),
             ],
             Invoker(self.table, config.routing, self.metrics),
@@ -74,6 +77,14 @@ class Gateway:
         self.watcher.watch(versions.AUTH, lambda: self.keyring.version, self.keyring.load)
         self.watcher.watch(versions.ROUTES, lambda: self.routes.version, self.routes.load)
         self._tasks: list[asyncio.Task[None]] = []
+
+    def observe_answers(self, observer: AnswerObserver | None) -> None:
+        """Tell ``observer`` of every complete answer of a rollout that scores online quality."""
+        self._release.observer = observer
+
+    @property
+    def answer_observer(self) -> AnswerObserver | None:
+        return self._release.observer
 
     async def start(self) -> None:
         await asyncio.to_thread(self.keyring.load, self.engine)

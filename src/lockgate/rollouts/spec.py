@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lockgate.service_errors import Invalid
 
@@ -99,6 +99,17 @@ class Thresholds(Frozen):
 class OnlineQuality(Frozen):
     sample: float = Field(default=0.1, gt=0, le=1, description="Share of live answers scored")
     scorers: list[dict[str, Any]] = Field(min_length=1, description="Scorer specs, as in a dataset file")
+
+    @field_validator("scorers")
+    @classmethod
+    def _known_scorers(cls, scorers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        # Refused when the strategy is saved, not found broken by the first sampled answer.
+        from lockgate.evals.scorers.specs import validate_scorer_specs
+
+        try:
+            return validate_scorer_specs(scorers)
+        except Invalid as exc:
+            raise ValueError(str(exc)) from None
 
 
 class Analysis(Frozen):

@@ -1,4 +1,5 @@
-"""One server process: the gateway, the service layer, the control API and the eval worker, wired once.
+"""One server process: the gateway, the service layer, the control API, the eval worker, the rollout
+controller and the online quality scorer, wired once.
 
 ``/metrics`` and ``/readyz`` details are for operators: the configured scrape token, or the control
 token of a platform viewer.
@@ -21,6 +22,7 @@ from lockgate.gateway.http import OpsAccess, create_app
 from lockgate.gateway.runtime import Gateway
 from lockgate.instance import Instance
 from lockgate.rollouts.controller import RolloutController
+from lockgate.rollouts.online import OnlineScorer
 from lockgate.security.rbac import PLATFORM_TENANT, Role
 from lockgate.service_errors import ControlError
 from lockgate.services import Services, build_services
@@ -35,6 +37,8 @@ def build_app(instance: Instance, config: LoadedConfig, *, run_evals: bool = Tru
 def server_app(services: Services, gateway: Gateway, *, run_evals: bool = True) -> Starlette:
     worker = EvalWorker(services.evals, gateway) if run_evals else None
     controller = RolloutController(services.rollouts)
+    online = OnlineScorer(gateway, services.engine)
+    gateway.observe_answers(online)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -48,6 +52,8 @@ def server_app(services: Services, gateway: Gateway, *, run_evals: bool = True) 
             await controller.stop()
             if worker is not None:
                 await worker.stop()
+            await gateway.mirror.drain()  # mirrored answers may still be scored
+            await online.stop()  # before the gateway: a judge calls through it
             await gateway.stop()
 
     control = create_control_api(services, gateway.config.control.max_body_bytes)

@@ -28,6 +28,10 @@ class CaptureIn(BaseModel):
     route: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     since_hours: float = Field(default=24 * 7, gt=0, le=24 * 365)
     limit: int = Field(default=500, ge=1, le=MAX_CASES)
+    only_rated: bool = Field(default=False, description="Only calls a user rated (POST /v1/feedback)")
+    min_feedback: float | None = Field(
+        default=None, ge=0, le=1, description="Only calls rated at least this (0..1; 1 = thumbs up)"
+    )
 
 
 def summary(d: StoredDataset) -> dict[str, Any]:
@@ -60,7 +64,16 @@ def push(tenant: str, body: DatasetIn, services: ServicesDep, actor: CurrentActo
 def capture(tenant: str, body: CaptureIn, services: ServicesDep, actor: CurrentActor) -> dict[str, Any]:
     spec = parse_spec({k: v for k, v in body.spec.items() if k != "cases"}, where="spec")
     since = datetime.now(UTC) - timedelta(hours=body.since_hours)
-    stored = services.datasets.capture(actor, tenant, spec, route=body.route, since=since, limit=body.limit)
+    stored = services.datasets.capture(
+        actor,
+        tenant,
+        spec,
+        route=body.route,
+        since=since,
+        limit=body.limit,
+        only_rated=body.only_rated,
+        min_feedback=body.min_feedback,
+    )
     return summary(stored)
 
 

@@ -13,12 +13,17 @@ During a rollout of the environment, each call is assigned an arm by its subject
 (``gateway.assignment``): a canary, A/B or bandit call below the candidate's share is served by the
 candidate (``x-lockgate-arm`` says which); a shadow rollout serves every call from the current release
 and mirrors the chosen share to the candidate (``gateway.mirror``). The arm goes into the request log.
+
+When the rollout's spec asks for online quality, every answer of the rollout that reached its caller in
+full and within its contract (a complete body, or a stream that ended) is handed to the ``AnswerObserver``
+the server installed, mirrored calls included. The observer decides (by the request id) whether to score
+it and does so off the request path; the gateway never waits on it and never imports the scorers.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -42,11 +47,25 @@ class OutputContractViolation(GatewayError):
     output: str = ""
 
 
+class AnswerObserver(Protocol):
+    """Told of each complete answer of a call that belongs to a rollout with online quality settings.
+
+    Called on the event loop, after the answer passed the release's contract: it must return at once
+    (schedule any work of its own) and must not raise.
+    """
+
+    def answered(self, call: Call, release: ServingRelease, rollout: LiveRollout, text: str) -> None: ...
+
+
 class ResolveRelease:
-    def __init__(self, book: RouteBook, metrics: GatewayMetrics, mirror: Mirror) -> None:
+    def __init__(
+        self, book: RouteBook, metrics: GatewayMetrics, mirror: Mirror, observer: AnswerObserver | None = None
+    ) -> None:
         self._book = book
         self._metrics = metrics
         self._mirror = mirror
+        self.observer = observer
+        """Set by the server (online quality scoring); None: nobody is told."""
 
     async def __call__(self, call: Call, call_next: Handler) -> Reply:
         if not call.model.startswith(PREFIX) or not isinstance(call.request, ChatCompletionRequest):
@@ -83,11 +102,21 @@ class ResolveRelease:
         if announce and call.arm is not None:
             reply.headers["x-lockgate-arm"] = call.arm
         if reply.stream is not None:
-            reply.stream = self._check_stream(release, route, reply.stream)
+            reply.stream = self._check_stream(call, release, route, reply.stream)
         elif reply.body is not None:
-            for choice in reply.body.get("choices") or ():
-                self._check(release, route, str((choice.get("message") or {}).get("content") or ""))
+            choices = reply.body.get("choices") or ()
+            texts = [str((c.get("message") or {}).get("content") or "") for c in choices]
+            for text in texts:
+                self._check(release, route, text)
+            self._observe(call, release, texts[0] if texts else "")
         return reply
+
+    def _observe(self, call: Call, release: ServingRelease, text: str) -> None:
+        if call.rollout_id is None or self.observer is None:
+            return
+        rollout = self._book.rollout(call.rollout_id)
+        if rollout is not None and rollout.online is not None:
+            self.observer.answered(call, release, rollout, text)
 
     def _assign(self, call: Call, rollout: LiveRollout, current: ServingRelease) -> ServingRelease:
         chosen = bucket(rollout.salt, subject(call.chat.user, call.session, call.request_id)) < rollout.share
@@ -113,14 +142,19 @@ class ResolveRelease:
             raise error
 
     async def _check_stream(
-        self, release: ServingRelease, route: str, chunks: AsyncIterator[dict[str, Any]]
+        self, call: Call, release: ServingRelease, route: str, chunks: AsyncIterator[dict[str, Any]]
     ) -> AsyncIterator[dict[str, Any]]:
         text: list[str] = []
+        first: list[str] = []  # the first choice's text, for the observer
         async for chunk in chunks:
             for choice in chunk.get("choices") or ():
-                text.append((choice.get("delta") or {}).get("content") or "")
+                content = (choice.get("delta") or {}).get("content") or ""
+                text.append(content)
+                if not choice.get("index"):
+                    first.append(content)
             yield chunk
         self._check(release, route, "".join(text))
+        self._observe(call, release, "".join(first))
 
 
 def _environment(requested: str | None, pinned: str | None) -> str:

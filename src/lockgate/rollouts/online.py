@@ -1,0 +1,266 @@
+"""Online quality: a sampled share of a rollout's live answers, scored the way an eval scores a case.
+
+A rollout spec may ask for it::
+
+    analysis:
+      online_quality:
+        sample: 0.1               # share of answers scored, both arms and mirrored (shadow) calls
+        scorers:                  # scorer specs, as in a dataset file
+          - {type: contains, value: "order number"}
+          - {type: judge, model: judge-llm, rubric: "Is the answer polite and correct?"}
+
+The gateway tells the ``OnlineScorer`` (its ``AnswerObserver``, installed by the server) of every
+complete answer of such a rollout. Whether an answer is scored depends only on its request id (a keyed
+hash with the rollout's salt, below ``sample``), so the choice is deterministic and independent of the
+arm. Scoring runs in background tasks, never on the client's path: at most ``limit`` answers are being
+scored at once per process, and answers beyond that are dropped and counted
+(``lockgate_online_scores_total{outcome="dropped"}``). A judge or a gateway-served embedding model is
+called through the gateway pipeline like an eval's (``PipelineClient``: priced, logged, within the
+tenant's allow-list). The case an answer is scored as has the caller's variables and conversation and
+no expected answer, so online scorers compare against their own ``value`` (contains, regex, ...), a
+rubric (judge), or the answer alone (json_valid, refusal, safety).
+
+Each scored answer writes one row to ``online_scores``: the request id, the rollout, the arm and the
+weighted mean of its quality scores (as an eval case's quality). The controller reads them with user
+feedback as the arm's quality. An answer whose scorers broke (a judge that could not be reached) is
+counted as ``failed`` and not written: a measurement that did not happen is not a zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from prometheus_client import Counter
+from pydantic import ValidationError
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+
+from lockgate.evals.cases import Case, CaseResult, Outcome, ScoringContext
+from lockgate.evals.client import PipelineClient
+from lockgate.evals.scorers import LocalEmbedder, Scorer, build_scorers
+from lockgate.gateway.assignment import bucket
+from lockgate.gateway.pipeline import Call
+from lockgate.gateway.routebook import LiveRollout, OnlineQuality, ServingRelease
+from lockgate.gateway.runtime import Gateway
+from lockgate.service_errors import Invalid
+from lockgate.store.tables import online_scores, tenants
+
+log = logging.getLogger(__name__)
+
+MAX_CACHED_ROLLOUTS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What scoring needs of a call, copied off it (the call itself is not kept)."""
+
+    request_id: str
+    rollout_id: str
+    arm: str
+    tenant_id: str
+    tenant: str
+    raw: bytes
+    text: str
+    latency_ms: float
+
+
+def sampled(rollout: LiveRollout, request_id: str) -> bool:
+    """Whether the answer to ``request_id`` is scored: a hash of the id, below the rollout's sample."""
+    online = rollout.online
+    return online is not None and bucket(rollout.salt, f"online:{request_id}") < online.sample
+
+
+class OnlineScorer:
+    """The gateway's ``AnswerObserver``: scores sampled answers of rollouts with online quality."""
+
+    def __init__(self, gateway: Gateway, engine: Engine, *, limit: int = 32, timeout: float = 120.0) -> None:
+        self._gateway = gateway
+        self._engine = engine
+        self.limit = limit
+        """Answers being scored at once, at most; more are dropped (and counted)."""
+        self._timeout = timeout
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._scorers: dict[str, list[Scorer] | Invalid] = {}
+        self._embedder: LocalEmbedder | None = None
+        self._stopping = False
+        self.outcomes = Counter(
+            "lockgate_online_scores",
+            "Live answers sampled for online quality, by what became of them "
+            "(scored, unscored: no quality scorer applied, failed, dropped: too many in flight)",
+            ["outcome"],
+            registry=gateway.metrics.registry,
+        )
+
+    # --- the gateway's side: never blocks, never raises -------------------------------------------
+
+    def answered(self, call: Call, release: ServingRelease, rollout: LiveRollout, text: str) -> None:
+        try:
+            self._answered(call, rollout, text)
+        except Exception:
+            log.exception("online quality: could not take the answer of %s", call.request_id)
+
+    def _answered(self, call: Call, rollout: LiveRollout, text: str) -> None:
+        online = rollout.online
+        principal = call.principal
+        if self._stopping or online is None or principal is None or call.arm is None:
+            return
+        if not sampled(rollout, call.request_id):
+            return
+        if len(self._tasks) >= self.limit:
+            self.outcomes.labels("dropped").inc()
+            return
+        answer = Answer(
+            request_id=call.request_id,
+            rollout_id=rollout.id,
+            arm=call.arm,
+            tenant_id=principal.tenant_id,
+            tenant=principal.tenant,
+            raw=call.raw,
+            text=text,
+            latency_ms=(time.perf_counter() - call.started) * 1000.0,
+        )
+        task = asyncio.get_running_loop().create_task(self._score(online, answer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- scoring, in the background ------------------------------------------------------------------
+
+    async def _score(self, online: OnlineQuality, answer: Answer) -> None:
+        try:
+            quality = await asyncio.wait_for(self._quality(online, answer), self._timeout)
+            if quality is None:
+                self.outcomes.labels("unscored").inc()
+                return
+            await asyncio.to_thread(self._write, answer, quality)
+        except asyncio.CancelledError:
+            self.outcomes.labels("failed").inc()
+            raise
+        except Exception as exc:
+            self.outcomes.labels("failed").inc()
+            log.warning(
+                "online quality: scoring %s of rollout %s failed: %s: %s",
+                answer.request_id,
+                answer.rollout_id,
+                type(exc).__name__,
+                exc,
+            )
+            return
+        self.outcomes.labels("scored").inc()
+
+    async def _quality(self, online: OnlineQuality, answer: Answer) -> float | None:
+        scorers = await self._built(online, answer)
+        case = _case(answer)
+        outcome = Outcome(answer.text, answer.latency_ms)
+        results = await asyncio.gather(*(s.score(case, outcome) for s in scorers), return_exceptions=True)
+        broken = [r for r in results if isinstance(r, BaseException)]
+        if broken:
+            raise broken[0]
+        scores = tuple(r for r in results if not isinstance(r, BaseException))
+        return CaseResult(case, 0, outcome, scores).quality
+
+    async def _built(self, online: OnlineQuality, answer: Answer) -> list[Scorer]:
+        """The rollout's scorers, built once per rollout (a bad spec is reported once, then skipped)."""
+        found = self._scorers.get(answer.rollout_id)
+        if found is None:
+            allowed = await asyncio.to_thread(self._allowed, answer.tenant_id)
+            client = PipelineClient(self._gateway, answer.tenant_id, answer.tenant, allowed)
+            context = ScoringContext(complete=client.complete, embed=self._embed(client))
+            try:
+                found = build_scorers(online.scorers, context)
+            except Invalid as exc:
+                log.error("online quality of rollout %s cannot be scored: %s", answer.rollout_id, exc.message)
+                found = exc
+            if len(self._scorers) >= MAX_CACHED_ROLLOUTS:
+                self._scorers.pop(next(iter(self._scorers)))
+            self._scorers[answer.rollout_id] = found
+        if isinstance(found, Invalid):
+            raise found
+        return found
+
+    def _embed(self, client: PipelineClient) -> Any:
+        async def embed(model: str | None, texts: Any) -> list[list[float]]:
+            if model is not None:
+                return await client.embed(model, texts)
+            if self._embedder is None:
+                self._embedder = LocalEmbedder()
+            return await self._embedder(None, texts)
+
+        return embed
+
+    def _allowed(self, tenant_id: str) -> frozenset[str] | None:
+        with self._engine.connect() as connection:
+            models = connection.execute(
+                select(tenants.c.allowed_models).where(tenants.c.id == tenant_id)
+            ).scalar()
+        return frozenset(models) if models is not None else None
+
+    def _write(self, answer: Answer, quality: float) -> None:
+        row = {
+            "request_id": answer.request_id,
+            "rollout_id": answer.rollout_id,
+            "arm": answer.arm,
+            "score": quality,
+            "created_at": datetime.now(UTC),
+        }
+        with contextlib.suppress(IntegrityError), self._engine.begin() as connection:
+            connection.execute(online_scores.insert().values(**row))
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Wait (at most ``timeout`` seconds) for the answers being scored."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Take no more answers; let those being scored finish for ``timeout`` seconds, cancel the rest."""
+        self._stopping = True
+        await self.drain(timeout)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._embedder is not None:
+            await asyncio.to_thread(self._embedder.close)
+
+
+def _case(answer: Answer) -> Case:
+    """The answer as an eval case: the caller's variables and conversation, nothing expected."""
+    try:
+        body = orjson.loads(answer.raw)
+    except orjson.JSONDecodeError:
+        body = {}
+    variables = body.get("variables") if isinstance(body, dict) else None
+    metadata = body.get("metadata") if isinstance(body, dict) else None
+    if variables is None and isinstance(metadata, dict):
+        variables = metadata.get("variables")
+        if isinstance(variables, str):
+            try:
+                variables = orjson.loads(variables)
+            except orjson.JSONDecodeError:
+                variables = None
+    messages = body.get("messages") if isinstance(body, dict) else None
+    turns = [
+        {"role": str(m.get("role") or "user"), "content": m["content"]}
+        for m in messages or ()
+        if isinstance(m, dict) and isinstance(m.get("content"), str)
+    ]
+    try:
+        return Case(
+            id=answer.request_id,
+            variables=variables if isinstance(variables, dict) else {},
+            messages=turns,
+            tags=["online", answer.arm],
+        )
+    except ValidationError:
+        return Case(id=answer.request_id, tags=["online", answer.arm])
