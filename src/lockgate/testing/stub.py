@@ -2,12 +2,17 @@
 
 It answers deterministically (``echo: <last user message>``, or exactly ``<text>`` for a last user
 message ``reply:<text>``), can be told to fail the next requests
-(status codes, hangs, a stream that breaks midway) and remembers what it received, so tests can check
-exactly what the gateway forwarded. ``python -m lockgate.testing.stub --port 9000`` starts one.
+(status codes, hangs, a stream that breaks midway) or to behave badly from now on (a share of requests
+failing at random, extra latency), and remembers what it received, so tests can check exactly what the
+gateway forwarded. ``python -m lockgate.testing.stub --port 9000`` starts one.
 
 Control endpoints (test use only): ``POST /_stub/script`` with ``{"fail": [{"status": 500}, {"hang": 2},
-{"status": 429, "retry_after": 0.1}], "break_stream_after": 2}``; ``GET /_stub/requests``;
-``POST /_stub/reset``.
+{"status": 429, "retry_after": 0.1}], "break_stream_after": 2}`` (the ``fail`` entries are played once
+each, by the next requests), or with ``{"behaviour": {"error_rate": 0.3, "latency_ms": 200, "seed": 1,
+"status": 500}}`` (every request from now on waits ``latency_ms`` more, then fails with ``status`` at
+``error_rate``, drawn from a generator seeded with ``seed``; all fields optional; a new ``behaviour``
+replaces the old one, ``null`` ends it); ``GET /_stub/requests``; ``POST /_stub/reset`` (forgets
+scripts, behaviour and received requests).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import random
 import time
 from collections import deque
 from typing import Any
@@ -33,6 +39,25 @@ class StubState:
         self.break_stream_after: int | None = None
         self.received: deque[dict[str, Any]] = deque(maxlen=2000)
         self.count = 0
+        self.behaviour: Behaviour | None = None
+
+
+class Behaviour:
+    """How every request goes until reset: extra latency, then a failure at ``error_rate``."""
+
+    def __init__(self, plan: dict[str, Any]) -> None:
+        self.error_rate = float(plan.get("error_rate", 0.0))
+        self.latency = float(plan.get("latency_ms", 0.0)) / 1000.0
+        self.status = int(plan.get("status", 500))
+        self.random = random.Random(plan.get("seed"))
+
+    async def play(self) -> web.Response | None:
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        if self.error_rate and self.random.random() < self.error_rate:
+            message = f"scripted failure {self.status} (error rate {self.error_rate:g})"
+            return _json({"error": {"message": message, "type": "stub"}}, self.status)
+        return None
 
 
 def _reply_text(body: dict[str, Any]) -> str:
@@ -60,7 +85,7 @@ def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None
 def build_app(state: StubState) -> web.Application:
     async def scripted_failure() -> web.Response | None:
         if not state.failures:
-            return None
+            return await state.behaviour.play() if state.behaviour is not None else None
         failure = state.failures.popleft()
         if "hang" in failure:
             await asyncio.sleep(float(failure["hang"]))
@@ -147,6 +172,9 @@ def build_app(state: StubState) -> web.Application:
         plan = orjson.loads(await request.read())
         state.failures.extend(plan.get("fail", []))
         state.break_stream_after = plan.get("break_stream_after")
+        if "behaviour" in plan:
+            behaviour = plan["behaviour"]
+            state.behaviour = Behaviour(behaviour) if behaviour is not None else None
         return _json({"ok": True})
 
     async def received(_: web.Request) -> web.Response:
@@ -156,6 +184,7 @@ def build_app(state: StubState) -> web.Application:
         state.failures.clear()
         state.received.clear()
         state.break_stream_after = None
+        state.behaviour = None
         state.count = 0
         return _json({"ok": True})
 
