@@ -35,6 +35,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "promote": ("lockgate.cli.releases:promote", "Promote a route one step through its gate."),
     "rollback": ("lockgate.cli.releases:rollback", "Return an environment to a release it served before."),
     "pointers": ("lockgate.cli.releases:pointers", "Which release each route serves per environment."),
+    "rollout": (
+        "lockgate.cli.rollout:rollout",
+        "Canary, shadow, A/B and bandit rollouts: strategies, status, steering.",
+    ),
     "datasets": ("lockgate.cli.datasets:datasets", "Golden datasets the evals run on."),
     "eval": ("lockgate.cli.evals:eval_group", "Run evals on the server; ask a route's gate."),
     "gates": ("lockgate.cli.gates:gates", "Promotion gates and their Rego policies."),

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from lockgate.cli.client import Client
+from lockgate.cli.client import Client, ClientError
 from lockgate.cli.files import read_yaml
 from lockgate.cli.options import connected, emit_json, json_option, tenant_option, tenant_path, when
 
@@ -154,7 +154,30 @@ def history(route: str, tenant: str, as_json: bool, client: Client) -> None:
 def promote(route: str, to: str, tenant: str, client: Client) -> None:
     """Promote ROUTE one step through its gate: dev -> stage, or stage -> prod (prod needs an approval)."""
     moved = client.post(tenant_path(tenant, "routes", route, "promote"), {"to": to})
+    rollout = _rollout_started(client, tenant, route, to, moved["release_id"])
+    if rollout is not None:
+        # The environment has a rollout strategy: the pointer moves when the rollout ends.
+        click.echo(
+            f"{route} {to}: {rollout['strategy']} rollout of {rollout['candidate_release_id']} started on "
+            f"{rollout['candidate_share'] * 100:.4g}%; {to} serves {moved['release_id']} until it ends"
+        )
+        click.echo(f"follow it with `lockgate rollout status {route} --env {to} --watch`")
+        return
     click.echo(f"{route} {to} -> {moved['release_id']} (was {moved['previous_release_id'] or '-'})")
+
+
+def _rollout_started(
+    client: Client, tenant: str, route: str, environment: str, serving: str
+) -> dict[str, Any] | None:
+    """The rollout a promotion started instead of moving the pointer, if it did."""
+    try:
+        view = client.get(tenant_path(tenant, "routes", route, "environments", environment, "rollout"))
+    except ClientError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    live = view["status"] in ("running", "paused") and view["candidate_release_id"] != serving
+    return dict(view) if live else None
 
 
 @click.command()
