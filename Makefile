@@ -43,11 +43,12 @@ unit: install-dev
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## bench: gateway overhead vs direct upstream (needs wrk and hey from Debian), then the server's
-## start-up time and idle memory and the CLI's latency
+## start-up time and idle memory and the CLI's latency, then how soon a rollout abort takes effect
 bench: install-dev
 	command -v wrk >/dev/null && command -v hey >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk hey)
 	$(BIN)/python -m bench.overhead $(ARGS)
 	$(BIN)/python -m bench.footprint
+	$(BIN)/python -m bench.rollout
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
