@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from lockgate.config.loader import LoadedConfig
 from lockgate.gates.evidence_format import verify_bundle
+from lockgate.ops.metrics import GatewayMetrics
 from lockgate.rollouts.controller import RolloutController
 from lockgate.rollouts.spec import RolloutSpec, parse_strategy
 from lockgate.rollouts.store import Rollout
@@ -121,7 +122,14 @@ def world(services: Services, crew: Crew, admin: Actor) -> World:  # noqa: F811
 
 @pytest.fixture
 def controller(services: Services) -> RolloutController:
-    return RolloutController(services.rollouts)
+    return RolloutController(services.rollouts, metrics=GatewayMetrics())
+
+
+def analyses(controller: RolloutController, outcome: str) -> float | None:
+    """What ``lockgate_rollout_analyses_total`` says of the route's prod rollouts with ``outcome``."""
+    labels = {"tenant": "default", "route": ROUTE, "environment": "prod", "outcome": outcome}
+    assert controller.metrics is not None
+    return controller.metrics.registry.get_sample_value("lockgate_rollout_analyses_total", labels)
 
 
 def test_promoting_into_an_environment_with_a_strategy_starts_a_rollout(world: World) -> None:
@@ -170,6 +178,7 @@ def test_a_candidate_with_three_times_the_errors_is_rolled_back_in_its_first_sta
     assert (rollout.status, rollout.candidate_share, rollout.stage) == ("rolled_back", 0.0, 0)
     assert "error rate" in (rollout.reason or "")
     assert world.crew.serving("prod") == world.first
+    assert analyses(controller, "fail") == 1  # what an operator alerts on
 
 
 def test_twice_the_p95_latency_is_rolled_back(world: World, controller: RolloutController) -> None:
@@ -190,6 +199,7 @@ def test_too_little_traffic_is_inconclusive_and_holds_the_stage(
     world.traffic(rollout, "candidate", 5)
     for _ in range(3):
         assert controller.analyse(rollout) == "inconclusive"
+    assert analyses(controller, "inconclusive") == 3
     rollout = world.reload(rollout)
     assert (rollout.status, rollout.stage) == ("running", 0)
     assert rollout.candidate_share == pytest.approx(0.10)
@@ -216,6 +226,7 @@ def test_a_skewed_split_pauses_the_rollout(world: World, controller: RolloutCont
     rollout = world.reload(rollout)
     assert rollout.status == "paused"
     assert "sample ratio mismatch" in (rollout.reason or "")
+    assert (analyses(controller, "paused"), analyses(controller, "fail")) == (1, None)
 
 
 def test_people_steer_a_rollout(world: World) -> None:

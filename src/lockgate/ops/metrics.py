@@ -80,6 +80,13 @@ class GatewayMetrics:
             registry=r,
             multiprocess_mode="max",
         )
+        self.rollout_analyses = Counter(
+            "lockgate_rollout_analyses",
+            "Rollout analyses by outcome: pass, inconclusive, fail (rolled back), paused (sample ratio "
+            "mismatch), aborted (the environment moved)",
+            ["tenant", "route", "environment", "outcome"],
+            registry=r,
+        )
         self.log_written = Counter("lockgate_request_log_written", "Request records written", registry=r)
         self.log_dropped = Counter("lockgate_request_log_dropped", "Request records dropped", registry=r)
 

@@ -6,8 +6,9 @@ records) and, every ``analysis.interval``, analyses it:
 
 1. **measure** both arms since the stage started, from the request log: requests, error rate, p95
    latency, cost per request, output-contract violations, quality (online scores and user feedback);
-2. **check the split** (canary, A/B, bandit): a sample-ratio mismatch (chi-square, p < 0.001) pauses
-   the rollout and says so loudly: the assignment, not the candidate, is then in question;
+2. **check the split** (canary and A/B; a bandit's share moves within a stage): a sample-ratio mismatch
+   (chi-square, p < 0.001) pauses the rollout and says so loudly: the assignment, not the candidate, is
+   then in question;
 3. **decide** with the analysis policy (Rego, ``policies/analysis.rego``): pass, fail or inconclusive;
 4. **act** by strategy: a failure rolls back (the candidate's share drops to 0 on every gateway within
    a second); a pass with the stage's duration and traffic met advances the canary (the last step makes
@@ -29,6 +30,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from lockgate.ops.metrics import GatewayMetrics
 from lockgate.rollouts.policy import analysis_policies, decide
 from lockgate.rollouts.service import RolloutService
 from lockgate.rollouts.statistics import (
@@ -51,9 +53,15 @@ SRM_MIN_REQUESTS = 200
 
 class RolloutController:
     def __init__(
-        self, rollouts: RolloutService, *, tick: float = 1.0, lease: timedelta = timedelta(seconds=15)
+        self,
+        rollouts: RolloutService,
+        *,
+        tick: float = 1.0,
+        lease: timedelta = timedelta(seconds=15),
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self._rollouts = rollouts
+        self.metrics = metrics
         self._store = rollouts.store
         self._tick = tick
         self._lease = lease
@@ -93,7 +101,17 @@ class RolloutController:
                 self.analyse(rollout)
 
     def analyse(self, rollout: Rollout) -> str:
-        """One analysis of ``rollout`` and what follows from it; returns the verdict."""
+        """One analysis of ``rollout`` and what follows from it; returns the outcome: the verdict, or
+        ``paused`` (sample ratio mismatch) or ``aborted`` (the environment moved under it)."""
+        outcome = self._analyse(rollout)
+        if self.metrics is not None:
+            with self._store.engine.connect() as connection:
+                tenant = self._rollouts.tenant_name(connection, rollout.tenant_id)
+            labels = (tenant, rollout.route, rollout.environment, outcome)
+            self.metrics.rollout_analyses.labels(*labels).inc()
+        return outcome
+
+    def _analyse(self, rollout: Rollout) -> str:
         serving = self._rollouts.serving(rollout)
         if serving != rollout.baseline_release_id:
             # Someone moved the environment (a rollback, say): the comparison no longer holds.

@@ -36,7 +36,7 @@ def build_app(instance: Instance, config: LoadedConfig, *, run_evals: bool = Tru
 
 def server_app(services: Services, gateway: Gateway, *, run_evals: bool = True) -> Starlette:
     worker = EvalWorker(services.evals, gateway) if run_evals else None
-    controller = RolloutController(services.rollouts)
+    controller = RolloutController(services.rollouts, metrics=gateway.metrics)
     online = OnlineScorer(gateway, services.engine)
     gateway.observe_answers(online)
 
