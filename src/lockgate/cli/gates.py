@@ -7,28 +7,13 @@ from pathlib import Path
 import click
 
 from lockgate.cli.client import Client, ClientError
-from lockgate.cli.files import read_yaml
+from lockgate.cli.files import read_policy_files, read_yaml
 from lockgate.cli.options import connected, emit_json, fail, json_option, tenant_option, tenant_path, when
 
 
 @click.group()
 def gates() -> None:
     """Promotion gates: which evals a release must pass, and the policy that decides."""
-
-
-def _policy_files(base: Path, paths: object, where: str) -> dict[str, str]:
-    if paths is None:
-        return {}
-    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
-        fail(f"{where}: policies: a list of .rego files")
-    modules: dict[str, str] = {}
-    for name in paths:
-        path = (base / name).resolve()
-        try:
-            modules[path.name] = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            fail(f"{where}: policies: cannot read {name}: {exc.strerror}")
-    return modules
 
 
 @gates.command("set")
@@ -38,7 +23,7 @@ def _policy_files(base: Path, paths: object, where: str) -> dict[str, str]:
 def set_gate(file: str, tenant: str, client: Client) -> None:
     """Install the gate FILE describes (route, datasets, thresholds, optional policies); admins only."""
     raw = read_yaml(Path(file), "a gate file is a mapping with route and datasets")
-    modules = _policy_files(Path(file).parent, raw.pop("policies", None), file)
+    modules = read_policy_files(Path(file).parent, raw.pop("policies", None), file)
     route = raw.get("route")
     if not isinstance(route, str) or not route:
         fail(f"{file}: route: name the route this gate guards")

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from lockgate.cli.client import Client, ClientError
-from lockgate.cli.files import read_yaml
+from lockgate.cli.files import read_policy_files, read_yaml
 from lockgate.cli.options import (
     connected,
     emit_json,
@@ -71,21 +71,6 @@ def rollout() -> None:
 # --- the strategy ------------------------------------------------------------------------------------
 
 
-def _policy_files(base: Path, paths: object, where: str) -> dict[str, str]:
-    if paths is None:
-        return {}
-    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
-        fail(f"{where}: policies: a list of .rego files, relative to the strategy file")
-    modules: dict[str, str] = {}
-    for name in paths:
-        path = (base / name).resolve()
-        try:
-            modules[path.name] = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            fail(f"{where}: policies: cannot read {name}: {exc.strerror}")
-    return modules
-
-
 @rollout.command("set")
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
 @tenant_option
@@ -103,7 +88,7 @@ def set_strategy(file: str, tenant: str, as_json: bool, client: Client) -> None:
         fail(f"{file}: environment: stage or prod, not {environment!r}")
     policies = raw.pop("policies", None)
     if policies is not None:
-        raw["policies"] = _policy_files(Path(file).parent, policies, file)
+        raw["policies"] = read_policy_files(Path(file).parent, policies, file)
     try:
         stored = client.put(strategy_path(tenant, route, environment), raw)
     except ClientError as exc:
