@@ -170,6 +170,27 @@ def decode_object(body: bytes) -> dict[str, Any]:
     return obj
 
 
+def prompt_variables(body: dict[str, Any]) -> Any:
+    """The prompt variables a chat call carries: ``variables``, else ``metadata.variables`` (an object, or
+    one as a JSON string, since OpenAI metadata values are strings); None when it has neither.
+
+    A ``metadata.variables`` string that is not JSON is an ``InvalidRequest`` naming that field; whether the
+    value is an object is the caller's to check.
+    """
+    variables = body.get("variables")
+    metadata = body.get("metadata")
+    if variables is None and isinstance(metadata, dict):
+        variables = metadata.get("variables")
+        if isinstance(variables, str):
+            try:
+                variables = msgspec.json.decode(variables)
+            except msgspec.DecodeError:
+                raise InvalidRequest(
+                    "metadata.variables is not valid JSON.", param="metadata.variables"
+                ) from None
+    return variables
+
+
 def _bad_utf8_offset(body: bytes) -> int:
     # msgspec reports the offset within the string it was decoding, not within the body.
     try:

@@ -166,6 +166,22 @@ def test_a_key_pinned_to_dev_is_refused_another_environment(
     assert ask(running, key, "qa", "dev")[0] == staged[1].id
 
 
+def test_variables_may_come_as_a_json_string_in_metadata_where_a_client_sends_only_openai_fields(
+    running: RunningGateway, instance: Instance, default: Tenant, staged: tuple[Release, Release]
+) -> None:
+    key = default.key(environment="dev")
+    settle(running, instance)
+    client = openai.OpenAI(base_url=running.base_url, api_key=key, max_retries=0)
+    answer = client.chat.completions.create(
+        model="route:qa", messages=[], metadata={"variables": '{"q": "from metadata"}', "trace": "t-1"}
+    )
+    assert answer.choices[0].message.content == "echo: 1.1.0: from metadata"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="route:qa", messages=[], metadata={"variables": "{q: oops"})
+    body = error(caught.value)
+    assert (body["param"], body["message"]) == ("metadata.variables", "metadata.variables is not valid JSON.")
+
+
 def test_a_key_pinned_to_stage_gets_stage_without_a_header(
     running: RunningGateway, instance: Instance, default: Tenant, staged: tuple[Release, Release]
 ) -> None:

@@ -31,6 +31,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Engine, func, select
 
+from lockgate.errors import InvalidRequest
 from lockgate.evals.cases import Case
 from lockgate.evals.dataset_files import read_dataset_file
 from lockgate.evals.scorers import validate_scorer_specs
@@ -40,6 +41,7 @@ from lockgate.security.rbac import Actor
 from lockgate.service_errors import Invalid, NotFound
 from lockgate.store.tables import datasets, feedback, request_content, request_log, tenants
 from lockgate.store.tenancy import require_tenant_id
+from lockgate.wire import prompt_variables
 
 DATASET_NAME = r"^[a-z0-9][a-z0-9_.-]*$"
 MAX_CASES = 100_000
@@ -302,15 +304,10 @@ def _captured_case(row: Any) -> Case | None:
         body = orjson.loads(row.request_body)
     except orjson.JSONDecodeError:
         return None
-    variables = body.get("variables")
-    metadata = body.get("metadata")
-    if variables is None and isinstance(metadata, dict):
-        variables = metadata.get("variables")
-        if isinstance(variables, str):
-            try:
-                variables = orjson.loads(variables)
-            except orjson.JSONDecodeError:
-                return None
+    try:
+        variables = prompt_variables(body) if isinstance(body, dict) else None
+    except InvalidRequest:
+        return None
     if not isinstance(variables, dict):
         return None
     expected = _answer_text(row.response_body)

@@ -22,15 +22,11 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
-
-from lockgate.evals.cases import ScoringContext
 from lockgate.evals.client import PipelineClient
-from lockgate.evals.scorers import LocalEmbedder
+from lockgate.evals.scoring import ScoringServices
 from lockgate.evals.service import EvalService
 from lockgate.evals.store import EvalRun
 from lockgate.gateway.runtime import Gateway
-from lockgate.store.tables import tenants
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +41,7 @@ class EvalWorker:
         *,
         poll: float = 5.0,
         lease: timedelta = timedelta(seconds=30),
+        scoring: ScoringServices | None = None,
     ) -> None:
         self._evals = evals
         self._gateway = gateway
@@ -55,7 +52,8 @@ class EvalWorker:
         self._woken = asyncio.Event()
         self._stop_run = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._embedder: LocalEmbedder | None = None
+        self._own_scoring = scoring is None
+        self._scoring = scoring or ScoringServices(evals.store.engine)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="eval-worker")
@@ -70,8 +68,8 @@ class EvalWorker:
         self._stop_run.set()
         if self._task is not None:
             await self._task
-        if self._embedder is not None:
-            self._embedder.close()
+        if self._own_scoring:
+            await self._scoring.close()
 
     async def _loop(self) -> None:
         store = self._evals.store
@@ -110,7 +108,7 @@ class EvalWorker:
             self._gateway,
             run.tenant_id,
             planned.tenant,
-            await asyncio.to_thread(self._allowed, run.tenant_id),
+            await asyncio.to_thread(self._scoring.allowed_models, run.tenant_id),
         )
         previous = {d["name"]: d for d in run.deployments or []}
 
@@ -124,7 +122,7 @@ class EvalWorker:
         heartbeat = asyncio.create_task(self._heartbeat(run.id, deployments))
         log.info("eval run %s: %d of %d cases to go", run.id, len(planned.todo), planned.total)
         try:
-            context = ScoringContext(complete=client.complete, embed=self._embed(client))
+            context = self._scoring.context(client)
             complete = await evals.execute(planned, client, context, self._stop_run)
         except Exception as exc:
             heartbeat.cancel()
@@ -167,20 +165,3 @@ class EvalWorker:
                 # Lost the lease (another worker resumes it) or asked to cancel: start nothing new.
                 self._stop_run.set()
                 return
-
-    def _embed(self, client: PipelineClient) -> Any:
-        async def embed(model: str | None, texts: Any) -> list[list[float]]:
-            if model is not None:
-                return await client.embed(model, texts)
-            if self._embedder is None:
-                self._embedder = LocalEmbedder()
-            return await self._embedder(None, texts)
-
-        return embed
-
-    def _allowed(self, tenant_id: str) -> frozenset[str] | None:
-        with self._evals.store.engine.connect() as connection:
-            models = connection.execute(
-                select(tenants.c.allowed_models).where(tenants.c.id == tenant_id)
-            ).scalar()
-        return frozenset(models) if models is not None else None

@@ -34,23 +34,25 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import orjson
 from prometheus_client import Counter
 from pydantic import ValidationError
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
-from lockgate.evals.cases import Case, CaseResult, Outcome, ScoringContext
+from lockgate.errors import InvalidRequest
+from lockgate.evals.cases import Case, CaseResult, Outcome
 from lockgate.evals.client import PipelineClient
-from lockgate.evals.scorers import LocalEmbedder, Scorer, build_scorers
+from lockgate.evals.scorers import Scorer, build_scorers
+from lockgate.evals.scoring import ScoringServices
 from lockgate.gateway.assignment import bucket
 from lockgate.gateway.pipeline import Call
 from lockgate.gateway.routebook import LiveRollout, OnlineQuality, ServingRelease
 from lockgate.gateway.runtime import Gateway
 from lockgate.service_errors import Invalid
-from lockgate.store.tables import online_scores, tenants
+from lockgate.store.tables import online_scores
+from lockgate.wire import prompt_variables
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +82,24 @@ def sampled(rollout: LiveRollout, request_id: str) -> bool:
 class OnlineScorer:
     """The gateway's ``AnswerObserver``: scores sampled answers of rollouts with online quality."""
 
-    def __init__(self, gateway: Gateway, engine: Engine, *, limit: int = 32, timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        engine: Engine,
+        *,
+        limit: int = 32,
+        timeout: float = 120.0,
+        scoring: ScoringServices | None = None,
+    ) -> None:
         self._gateway = gateway
         self._engine = engine
+        self._own_scoring = scoring is None
+        self._scoring = scoring or ScoringServices(engine)
         self.limit = limit
         """Answers being scored at once, at most; more are dropped (and counted)."""
         self._timeout = timeout
         self._tasks: set[asyncio.Task[None]] = set()
         self._scorers: dict[str, list[Scorer] | Invalid] = {}
-        self._embedder: LocalEmbedder | None = None
         self._stopping = False
         self.outcomes = Counter(
             "lockgate_online_scores",
@@ -169,9 +180,9 @@ class OnlineScorer:
         """The rollout's scorers, built once per rollout (a bad spec is reported once, then skipped)."""
         found = self._scorers.get(answer.rollout_id)
         if found is None:
-            allowed = await asyncio.to_thread(self._allowed, answer.tenant_id)
+            allowed = await asyncio.to_thread(self._scoring.allowed_models, answer.tenant_id)
             client = PipelineClient(self._gateway, answer.tenant_id, answer.tenant, allowed)
-            context = ScoringContext(complete=client.complete, embed=self._embed(client))
+            context = self._scoring.context(client)
             try:
                 found = build_scorers(online.scorers, context)
             except Invalid as exc:
@@ -183,23 +194,6 @@ class OnlineScorer:
         if isinstance(found, Invalid):
             raise found
         return found
-
-    def _embed(self, client: PipelineClient) -> Any:
-        async def embed(model: str | None, texts: Any) -> list[list[float]]:
-            if model is not None:
-                return await client.embed(model, texts)
-            if self._embedder is None:
-                self._embedder = LocalEmbedder()
-            return await self._embedder(None, texts)
-
-        return embed
-
-    def _allowed(self, tenant_id: str) -> frozenset[str] | None:
-        with self._engine.connect() as connection:
-            models = connection.execute(
-                select(tenants.c.allowed_models).where(tenants.c.id == tenant_id)
-            ).scalar()
-        return frozenset(models) if models is not None else None
 
     def _write(self, answer: Answer, quality: float) -> None:
         row = {
@@ -230,8 +224,8 @@ class OnlineScorer:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._embedder is not None:
-            await asyncio.to_thread(self._embedder.close)
+        if self._own_scoring:
+            await self._scoring.close()
 
 
 def _case(answer: Answer) -> Case:
@@ -240,16 +234,13 @@ def _case(answer: Answer) -> Case:
         body = orjson.loads(answer.raw)
     except orjson.JSONDecodeError:
         body = {}
-    variables = body.get("variables") if isinstance(body, dict) else None
-    metadata = body.get("metadata") if isinstance(body, dict) else None
-    if variables is None and isinstance(metadata, dict):
-        variables = metadata.get("variables")
-        if isinstance(variables, str):
-            try:
-                variables = orjson.loads(variables)
-            except orjson.JSONDecodeError:
-                variables = None
-    messages = body.get("messages") if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        body = {}
+    try:
+        variables = prompt_variables(body)
+    except InvalidRequest:
+        variables = None
+    messages = body.get("messages")
     turns = [
         {"role": str(m.get("role") or "user"), "content": m["content"]}
         for m in messages or ()

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lockgate.api.app import create_control_api
 from lockgate.config.loader import LoadedConfig
+from lockgate.evals.scoring import ScoringServices
 from lockgate.evals.worker import EvalWorker
 from lockgate.gateway.http import OpsAccess, create_app
 from lockgate.gateway.runtime import Gateway
@@ -35,9 +36,10 @@ def build_app(instance: Instance, config: LoadedConfig, *, run_evals: bool = Tru
 
 
 def server_app(services: Services, gateway: Gateway, *, run_evals: bool = True) -> Starlette:
-    worker = EvalWorker(services.evals, gateway) if run_evals else None
+    scoring = ScoringServices(services.engine)  # one local embedder per process, started on first use
+    worker = EvalWorker(services.evals, gateway, scoring=scoring) if run_evals else None
     controller = RolloutController(services.rollouts, metrics=gateway.metrics)
-    online = OnlineScorer(gateway, services.engine)
+    online = OnlineScorer(gateway, services.engine, scoring=scoring)
     gateway.observe_answers(online)
 
     @asynccontextmanager
@@ -54,6 +56,7 @@ def server_app(services: Services, gateway: Gateway, *, run_evals: bool = True) 
                 await worker.stop()
             await gateway.mirror.drain()  # mirrored answers may still be scored
             await online.stop()  # before the gateway: a judge calls through it
+            await scoring.close()
             await gateway.stop()
 
     control = create_control_api(services, gateway.config.control.max_body_bytes)

@@ -25,15 +25,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-import orjson
-
 from lockgate.errors import GatewayError, InvalidRequest, ModelNotFound, PermissionDenied
 from lockgate.gateway.assignment import bucket, subject
 from lockgate.gateway.mirror import Mirror
 from lockgate.gateway.pipeline import Call, Handler, Reply
 from lockgate.gateway.routebook import LiveRollout, RouteBook, ServingRelease
 from lockgate.ops.metrics import GatewayMetrics
-from lockgate.wire import ChatCompletionRequest, validate
+from lockgate.wire import ChatCompletionRequest, prompt_variables, validate
 
 PREFIX = "route:"
 DEFAULT_ENVIRONMENT = "prod"
@@ -175,17 +173,11 @@ def _environment(requested: str | None, pinned: str | None) -> str:
 
 def _rendered_body(body: dict[str, Any], release: ServingRelease) -> dict[str, Any]:
     rendered = dict(body)
-    variables = rendered.pop("variables", None)
+    variables = prompt_variables(rendered)
+    rendered.pop("variables", None)
     metadata = rendered.get("metadata")
-    if variables is None and isinstance(metadata, dict) and "variables" in metadata:
-        variables = metadata["variables"]
-        if isinstance(variables, str):
-            try:
-                variables = orjson.loads(variables)
-            except orjson.JSONDecodeError:
-                raise InvalidRequest(
-                    "metadata.variables is not valid JSON.", param="metadata.variables"
-                ) from None
+    if isinstance(metadata, dict) and "variables" in metadata:
+        # The prompt's input, not the upstream's metadata.
         rendered["metadata"] = {k: v for k, v in metadata.items() if k != "variables"} or None
         if rendered["metadata"] is None:
             del rendered["metadata"]
