@@ -99,7 +99,7 @@ class World:
                     "fallback": False,
                     "route": ROUTE,
                     "release_id": rollout.candidate_release_id
-                    if arm == "candidate"
+                    if arm in ("candidate", "shadow")
                     else rollout.baseline_release_id,
                     "rollout_id": rollout.id,
                     "arm": arm,
@@ -227,6 +227,89 @@ def test_a_skewed_split_pauses_the_rollout(world: World, controller: RolloutCont
     assert rollout.status == "paused"
     assert "sample ratio mismatch" in (rollout.reason or "")
     assert (analyses(controller, "paused"), analyses(controller, "fail")) == (1, None)
+
+
+def ab(metric: str, **settings: Any) -> dict[str, Any]:
+    """An A/B test on ``metric`` with no minimum duration, decided once each arm has 200 calls."""
+    return {
+        "strategy": "ab",
+        "ab": {"share": 50, "min_duration": 0, "min_requests": 200, "metric": metric, **settings},
+        "analysis": {"interval": 1, "min_requests": 30},
+    }
+
+
+def test_an_ab_test_waits_for_its_traffic_then_promotes_a_significantly_better_candidate(
+    world: World, controller: RolloutController
+) -> None:
+    world.strategy(ab("success"))
+    rollout = world.start()
+    assert rollout.candidate_share == pytest.approx(0.5)
+    world.traffic(rollout, "baseline", 100, errors=0.08, seed=1)
+    world.traffic(rollout, "candidate", 100, errors=0.01, seed=2)
+    assert controller.analyse(rollout) == "pass"
+    assert world.reload(rollout).status == "running"  # 100 calls per arm of the 200 it needs
+    world.traffic(rollout, "baseline", 300, errors=0.08, seed=3)
+    world.traffic(rollout, "candidate", 300, errors=0.01, seed=4)
+    controller.analyse(world.reload(rollout))
+    ended = world.reload(rollout)
+    assert ended.status == "promoted", ended.reason
+    assert "the candidate is better: success rate" in (ended.reason or "")
+    assert world.crew.serving("prod") == world.second
+
+
+def test_an_ab_test_without_a_significant_difference_keeps_the_current_release(
+    world: World, controller: RolloutController
+) -> None:
+    world.strategy(ab("success"))
+    rollout = world.start()
+    world.traffic(rollout, "baseline", 300, errors=0.02, seed=5)
+    world.traffic(rollout, "candidate", 300, errors=0.02, seed=6)
+    controller.analyse(rollout)
+    ended = world.reload(rollout)
+    assert (ended.status, ended.candidate_share) == ("inconclusive", 0.0)
+    assert "no significant difference" in (ended.reason or "")
+    assert world.crew.serving("prod") == world.first
+
+
+def test_an_ab_test_on_latency_rolls_back_a_slower_candidate_within_the_latency_threshold(
+    world: World, controller: RolloutController
+) -> None:
+    # 20% slower: inside max_p95_latency_ratio (1.5), so only the A/B test's own decision catches it.
+    world.strategy(ab("latency"))
+    rollout = world.start()
+    world.traffic(rollout, "baseline", 250, latency=100, seed=7)
+    world.traffic(rollout, "candidate", 250, latency=120, seed=8)
+    assert controller.analyse(rollout) == "pass"
+    ended = world.reload(rollout)
+    assert ended.status == "rolled_back", ended.reason
+    assert "the candidate is worse: latency" in (ended.reason or "")
+    assert world.crew.serving("prod") == world.first
+
+
+def test_a_shadow_run_completes_without_moving_the_environment(
+    world: World, controller: RolloutController
+) -> None:
+    world.strategy({"strategy": "shadow", "shadow": {"share": 100, "min_duration": 0, "min_requests": 50}})
+    rollout = world.start()
+    world.traffic(rollout, "baseline", 60)
+    world.traffic(rollout, "shadow", 60)
+    assert controller.analyse(rollout) == "pass"
+    ended = world.reload(rollout)
+    assert ended.status == "completed", ended.reason
+    assert "a shadow run does not promote the candidate" in (ended.reason or "")
+    assert world.crew.serving("prod") == world.first
+
+
+def test_a_shadow_run_whose_candidate_fails_is_rolled_back(
+    world: World, controller: RolloutController
+) -> None:
+    world.strategy({"strategy": "shadow", "shadow": {"share": 100, "min_duration": 0, "min_requests": 50}})
+    rollout = world.start()
+    world.traffic(rollout, "baseline", 60, errors=0.01, seed=9)
+    world.traffic(rollout, "shadow", 60, errors=0.3, seed=10)
+    assert controller.analyse(rollout) == "fail"
+    assert world.reload(rollout).status == "rolled_back"
+    assert world.crew.serving("prod") == world.first
 
 
 def test_people_steer_a_rollout(world: World) -> None:
