@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from tests.support.gateway import RunningGateway, run_server, stub_config
 from tests.support.processes import LlamaServer, StubUpstream
 
 POSTGRES_URL = os.environ.get("LOCKGATE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("LOCKGATE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -35,6 +37,37 @@ def _postgres_or_skip() -> None:
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
+
+
+@dataclass(frozen=True)
+class RedisSpace:
+    """A Redis server and a key prefix of one test's own; every key under the prefix goes afterwards."""
+
+    url: str
+    prefix: str
+
+
+@pytest.fixture
+def redis_space() -> Iterator[RedisSpace]:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        client.close()
+        message = f"Redis is not reachable at {REDIS_URL}: {type(exc).__name__}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    space = RedisSpace(REDIS_URL, f"lgtest:{uuid.uuid4().hex[:12]}:")
+    try:
+        yield space
+    finally:
+        keys = list(client.scan_iter(match=f"{space.prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
