@@ -86,7 +86,7 @@ def test_migrate_is_idempotent(engine: sa.Engine) -> None:
     assert schema(engine) == first
     with engine.connect() as connection:
         rows = connection.execute(sa.select(state_versions)).all()
-        assert sorted(tuple(r) for r in rows) == [("auth", 1), ("routes", 0)]
+        assert sorted(tuple(r) for r in rows) == [("auth", 1), ("limits", 0), ("routes", 0)]
         head = connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all()
     assert head == [SCHEMA_HEAD]
 
@@ -184,6 +184,7 @@ def test_upgrading_to_0005_marks_existing_requests_as_served_outside_any_rollout
     with engine.connect() as connection:
         row = connection.execute(sa.select(request_log)).one()
     assert (row.shadow, row.arm, row.rollout_id, row.cost_usd) == (False, None, None, 0.5)
+    assert (row.team, row.cache) == (None, None)  # 0006: no team, not served from a cache
 
 
 def _upgrade_to(engine: sa.Engine, revision: str) -> None:

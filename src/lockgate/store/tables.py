@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 
 
@@ -77,6 +78,7 @@ api_keys = Table(
     Column("expires_at", UTCDateTime, nullable=True),
     Column("revoked_at", UTCDateTime, nullable=True),
     Column("environment", String(10), nullable=True),
+    Column("team", String(100), nullable=True),
 )
 
 request_log = Table(
@@ -105,6 +107,8 @@ request_log = Table(
     Column("rollout_id", String(40), nullable=True),
     Column("arm", String(10), nullable=True),
     Column("shadow", Boolean, nullable=False, default=False),
+    Column("team", String(100), nullable=True),
+    Column("cache", String(10), nullable=True),
     Index("ix_request_log_created_at", "created_at"),
     Index("ix_request_log_tenant_created", "tenant_id", "created_at"),
     Index("ix_request_log_rollout", "rollout_id", "created_at"),
@@ -461,4 +465,37 @@ online_scores = Table(
     Column("arm", String(10), nullable=False),
     Column("score", Float, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+)
+
+limit_rules = Table(
+    "limit_rules",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False, index=True),
+    Column("name", String(100), nullable=False),
+    Column("spec", JSON, nullable=False),
+    Column("updated_by", String(100), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("tenant_id", "name", name="uq_limit_rules_tenant_name"),
+)
+
+budgets = Table(
+    "budgets",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False, index=True),
+    Column("name", String(100), nullable=False),
+    Column("spec", JSON, nullable=False),
+    Column("updated_by", String(100), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("tenant_id", "name", name="uq_budgets_tenant_name"),
+)
+
+budget_alerts = Table(
+    "budget_alerts",
+    metadata,
+    Column("budget_id", String(40), ForeignKey("budgets.id"), primary_key=True),
+    Column("period_start", UTCDateTime, primary_key=True),
+    Column("fired_at", UTCDateTime, nullable=False),
+    Column("spent_usd", Float, nullable=False),
 )

@@ -12,6 +12,7 @@ from lockgate.store.tables import state_versions
 
 AUTH = "auth"
 ROUTES = "routes"
+LIMITS = "limits"
 
 
 def bump(connection: Connection, name: str) -> None:
