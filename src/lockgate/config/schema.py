@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from lockgate.config.values import EnvSecret
+from lockgate.config.values import EnvSecret, EnvSecretText
 
 
 class Strict(BaseModel):
@@ -76,6 +76,21 @@ class RequestLogConfig(Strict):
     queue_size: int = Field(default=100_000, gt=0)
 
 
+class RedisConfig(Strict):
+    """Redis, for state shared by several replicas (limits, budgets, the cache, change notices)."""
+
+    url: EnvSecretText | None = Field(
+        default=None,
+        description="redis://[user:password@]host:port/db, e.g. ${LOCKGATE_REDIS_URL}; none: in process",
+    )
+    prefix: str = Field(
+        default="lockgate:", min_length=1, max_length=64, description="Prefix of every key and channel."
+    )
+    timeout: float = Field(
+        default=0.25, gt=0, le=10, description="Seconds an operation may take before it counts as failed."
+    )
+
+
 class GatewayConfig(Strict):
     providers: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Provider name -> settings; `kind` picks the provider class."
@@ -86,6 +101,7 @@ class GatewayConfig(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     request_log: RequestLogConfig = Field(default_factory=RequestLogConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
+    redis: RedisConfig = Field(default_factory=RedisConfig)
 
     @field_validator("providers")
     @classmethod
