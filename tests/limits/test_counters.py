@@ -5,24 +5,46 @@ was used, soft caps reported, and no overshoot under concurrent admission."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
+from lockgate.config.schema import RedisConfig
 from lockgate.limits.counters import Admission, Check, Counters, MemoryCounters
+from lockgate.limits.redis_counters import RedisCounters
+from lockgate.limits.shared import CountersServer, SocketCounters
+from tests.conftest import RedisSpace
 
 Factory = Callable[[], Awaitable[Counters]]
 
 
-@pytest.fixture(params=["memory"])
+@pytest.fixture(params=["memory", "shared", pytest.param("redis", marks=pytest.mark.redis)])
 async def counters(request: pytest.FixtureRequest) -> AsyncIterator[Counters]:
-    made: Counters = MemoryCounters()
+    made: Counters
+    server: CountersServer | None = None
+    if request.param == "memory":
+        made = MemoryCounters()
+    elif request.param == "shared":
+        # The supervisor's server in a thread of its own, the worker's client on the test's loop.
+        server = CountersServer(Path(tempfile.mkdtemp(prefix="lg-counters-")) / "counters.sock")
+        server.start()
+        made = SocketCounters(server.path)
+    else:
+        space: RedisSpace = request.getfixturevalue("redis_space")
+        made = RedisCounters(RedisConfig(url=space.url, prefix=space.prefix, timeout=2.0))
+    await made.reconciled()  # as the gateway does at start
     try:
         yield made
     finally:
         await made.close()
+        if server is not None:
+            server.stop()
+            shutil.rmtree(server.path.parent, ignore_errors=True)
 
 
 def key(what: str) -> str:

@@ -75,6 +75,16 @@ class Admission:
         return self.checks[self.refused] if self.refused is not None else None
 
 
+class CountersUnavailable(Exception):
+    """The backend could not answer (Redis down or too slow, the supervisor's socket gone): the caller
+    decides whether the call fails closed or goes through unchecked."""
+
+
+class CountersReset(Exception):
+    """The backend lost its state (a restarted Redis): budget spend must be reconciled from the store,
+    then ``reconciled`` called, before budgets can be checked again."""
+
+
 @dataclass(frozen=True, slots=True)
 class OverSoftCap:
     check: Check
@@ -90,6 +100,9 @@ class Counters(Protocol):
 
     async def set_spend(self, key: str, spent: float, ends_at: float) -> None:
         """Raise a budget period's settled spend to at least ``spent`` (reconciling from the store)."""
+
+    async def reconciled(self) -> None:
+        """Every budget was raised to the store's spend: admissions may check budgets again."""
 
     async def close(self) -> None: ...
 
@@ -151,6 +164,9 @@ class MemoryCounters:
 
     async def set_spend(self, key: str, spent: float, ends_at: float) -> None:
         self.set_spend_now(key, spent, ends_at)
+
+    async def reconciled(self) -> None:
+        return None  # this process's memory is never lost while it runs
 
     async def close(self) -> None:
         return None
