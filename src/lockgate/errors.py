@@ -16,11 +16,20 @@ class GatewayError(Exception):
     type: ClassVar[str] = "api_error"
     default_code: ClassVar[str | None] = None
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code if code is not None else self.default_code
+        self.headers = headers or {}
+        """Sent with the error (``Retry-After``, ``x-ratelimit-*``)."""
 
     def body(self, request_id: str | None = None) -> dict[str, Any]:
         error: dict[str, Any] = {
@@ -79,6 +88,38 @@ class UnsupportedMediaType(GatewayError):
     status = 415
     type = "invalid_request_error"
     default_code = "unsupported_media_type"
+
+
+class RequestsLimited(GatewayError):
+    """A requests-per-minute or concurrency limit is reached; ``Retry-After`` says when to try again."""
+
+    status = 429
+    type = "requests"
+    default_code = "rate_limit_exceeded"
+
+
+class TokensLimited(GatewayError):
+    """A tokens-per-minute limit is reached; ``Retry-After`` says when to try again."""
+
+    status = 429
+    type = "tokens"
+    default_code = "rate_limit_exceeded"
+
+
+class BudgetExceeded(GatewayError):
+    """A budget's hard cap is reached for its period; ``Retry-After`` is the period's end."""
+
+    status = 429
+    type = "insufficient_quota"
+    default_code = "budget_exceeded"
+
+
+class LimitsUnavailable(GatewayError):
+    """The limits backend cannot be reached and limits fail closed."""
+
+    status = 503
+    type = "api_error"
+    default_code = "limits_unavailable"
 
 
 class UpstreamBadGateway(GatewayError):

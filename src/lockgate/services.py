@@ -22,6 +22,7 @@ from lockgate.gates.evidence import EvidenceService
 from lockgate.gates.gate import GateService, GateSettings
 from lockgate.gates.promotion import GatePromotionGuard
 from lockgate.instance import Instance
+from lockgate.limits.service import LimitService
 from lockgate.rollouts.service import RolloutService
 from lockgate.security.apikeys import KeyService
 from lockgate.security.audit import AuditLog
@@ -51,6 +52,7 @@ class Services:
     evidence: EvidenceService
     rollouts: RolloutService
     trail: AuditTrail
+    limits: LimitService
 
 
 def build_services(instance: Instance, config: LoadedConfig) -> Services:
@@ -95,4 +97,5 @@ def build_services(instance: Instance, config: LoadedConfig) -> Services:
         evidence=evidence,
         rollouts=rollouts,
         trail=AuditTrail(engine, audit, authz, instance.anchor),
+        limits=LimitService(engine, audit, authz, served),
     )

@@ -137,12 +137,21 @@ def test_key_create_prints_the_key_once_and_list_never_shows_it(cli: Cli) -> Non
     assert abs(expires_at - (datetime.now(UTC) + timedelta(days=30))) < timedelta(minutes=1)
 
     table = cli.ok("keys", "list", "--tenant", "acme").stdout
-    assert table.splitlines()[0].split() == ["ID", "PREFIX", "ENV", "ROLE", "STATUS", "EXPIRES", "MODELS"]
+    assert table.splitlines()[0].split() == [
+        "ID",
+        "PREFIX",
+        "ENV",
+        "ROLE",
+        "STATUS",
+        "EXPIRES",
+        "TEAM",
+        "MODELS",
+    ]
     assert prefix in table
     assert secret not in table
     row = next(line for line in table.splitlines() if prefix in line).split()
     assert row[2:5] == ["-", "client", "active"]
-    assert row[-1] == "m"
+    assert row[-2:] == ["-", "m"]  # no team
 
     listed = keys(cli, "acme")
     assert len(listed) == 1

@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from lockgate.errors import Unauthenticated
 from lockgate.instance import Instance
@@ -18,7 +18,7 @@ from lockgate.server.bootstrap import CONFIG
 from lockgate.service_errors import Forbidden, Invalid, NotFound
 from lockgate.services import Services
 from lockgate.store import versions
-from lockgate.store.tables import tenants
+from lockgate.store.tables import audit_log, tenants
 from lockgate.store.watch import ChangeWatcher
 
 
@@ -312,6 +312,74 @@ def test_key_status_reflects_revocation_and_expiry(services: Services, acme: Act
     revoked = services.keys.revoke(acme, "acme", issued.info.id)
     assert revoked.status() == "revoked"
     assert revoked.revoked_at is not None
+
+
+def change_versions(instance: Instance) -> tuple[int, int]:
+    with instance.engine.connect() as connection:
+        return versions.current(connection, versions.AUTH), versions.current(connection, versions.LIMITS)
+
+
+def test_a_keys_team_is_part_of_who_calls(services: Services, instance: Instance, acme: Actor) -> None:
+    auth, limits = change_versions(instance)
+    issued = services.keys.create(acme, "acme", team="research")
+    assert issued.info.team == "research"
+    # The team's limits and budgets apply to the new key: both copies reload.
+    assert change_versions(instance) == (auth + 1, limits + 1)
+    plain = services.keys.create(acme, "acme")
+    assert plain.info.team is None
+    assert change_versions(instance) == (auth + 2, limits + 1)
+    keyring = loaded(instance)
+    assert keyring.authenticate(f"Bearer {issued.secret}").team == "research"
+    assert keyring.authenticate(f"Bearer {plain.secret}").team is None
+    assert {k.id: k.team for k in services.keys.list(acme, "acme")} == {
+        issued.info.id: "research",
+        plain.info.id: None,
+    }
+
+
+def test_moving_a_key_to_another_team_reloads_keyrings_and_limits_and_is_audited(
+    services: Services, instance: Instance, acme: Actor
+) -> None:
+    issued = services.keys.create(acme, "acme", name="app", team="research")
+    keyring = loaded(instance)
+    auth, limits = change_versions(instance)
+    moved = services.keys.set_team(acme, "acme", issued.info.prefix, "ops")
+    assert (moved.id, moved.team) == (issued.info.id, "ops")
+    assert change_versions(instance) == (auth + 1, limits + 1)
+    assert keyring.authenticate(f"Bearer {issued.secret}").team == "research"  # until it reloads
+    keyring.load(instance.engine)
+    assert keyring.authenticate(f"Bearer {issued.secret}").team == "ops"
+
+    assert services.keys.set_team(acme, "acme", issued.info.id, None).team is None
+    keyring.load(instance.engine)
+    assert keyring.authenticate(f"Bearer {issued.secret}").team is None
+    with instance.engine.connect() as connection:
+        entries = connection.execute(
+            select(audit_log).where(audit_log.c.action == "key.team").order_by(audit_log.c.seq)
+        ).all()
+    assert [(e.resource, e.before, e.after) for e in entries] == [
+        (f"key:acme/{issued.info.id}", '{"team":"research"}', '{"team":"ops"}'),
+        (f"key:acme/{issued.info.id}", '{"team":"ops"}', '{"team":null}'),
+    ]
+
+
+def test_team_names_are_checked_and_only_the_tenants_admins_set_them(
+    services: Services, instance: Instance, admin: Actor, acme: Actor
+) -> None:
+    issued = services.keys.create(acme, "acme")
+    for bad in ("each", "Research", "", "team:a", "x" * 101):
+        with pytest.raises(Invalid, match=r"^team: a team is 1-100 lower-case letters"):
+            services.keys.set_team(acme, "acme", issued.info.id, bad)
+        with pytest.raises(Invalid, match=r"^team: "):
+            services.keys.create(acme, "acme", team=bad)
+    auth, limits = change_versions(instance)
+    # `admin` was authenticated before acme existed: no role in acme.
+    with pytest.raises(Forbidden, match=r"admin may not keys\.set_team in tenant 'acme': it needs admin"):
+        services.keys.set_team(admin, "acme", issued.info.id, "research")
+    with pytest.raises(NotFound, match="no key with id or prefix 'lg-00000000' in tenant 'acme'"):
+        services.keys.set_team(acme, "acme", "lg-00000000", "research")
+    assert change_versions(instance) == (auth, limits)
+    assert [k.team for k in services.keys.list(acme, "acme")] == [None]
 
 
 async def test_watcher_picks_up_revocation_within_a_second(

@@ -121,12 +121,17 @@ def test_an_invitation_code_is_the_only_credential_for_redeeming_it() -> None:
     assert redeem.allows(SYSTEM, None)
 
 
-def test_the_platform_runs_tenants_users_and_the_audit_log() -> None:
+def test_the_platform_runs_tenants_users_the_audit_log_and_every_tenants_limits() -> None:
     assert {op: PERMISSIONS[op].roles for op in PLATFORM_OPS} == {
         "audit.list": (Role.ADMIN,),
         "audit.verify": (Role.VIEWER,),
         "tenants.create": (Role.ADMIN,),
         "users.list": (Role.ADMIN,),
+        # A tenant must not raise its own limits: not even its admin sets them.
+        "limits.set": (Role.ADMIN,),
+        "limits.delete": (Role.ADMIN,),
+        "budgets.set": (Role.ADMIN,),
+        "budgets.delete": (Role.ADMIN,),
     }
 
 

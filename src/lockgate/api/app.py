@@ -20,6 +20,7 @@ from lockgate.api.routers import (
     evals,
     evidence,
     gates,
+    limits,
     models,
     prompts,
     releases,
@@ -33,7 +34,20 @@ from lockgate.services import Services
 
 log = logging.getLogger(__name__)
 
-ROUTERS = (users, tenants, models, prompts, releases, datasets, evals, gates, rollouts, evidence, audit)
+ROUTERS = (
+    users,
+    tenants,
+    models,
+    prompts,
+    releases,
+    datasets,
+    evals,
+    gates,
+    rollouts,
+    limits,
+    evidence,
+    audit,
+)
 
 
 def create_control_api(services: Services, max_body_bytes: int = 16 * 1024 * 1024) -> ASGIApp:
@@ -42,8 +56,8 @@ def create_control_api(services: Services, max_body_bytes: int = 16 * 1024 * 102
         title="lockgate control API",
         version=__version__,
         description="Model registry, prompt catalog, releases and environments, datasets, server-side eval "
-        "runs, gates, evidence, users, tokens and the audit log. Authenticate with a control token: "
-        "`Authorization: Bearer lgc-...`. Permissions per operation: docs/rbac.md.",
+        "runs, gates, evidence, limits and budgets, users, tokens and the audit log. Authenticate with a "
+        "control token: `Authorization: Bearer lgc-...`. Permissions per operation: docs/rbac.md.",
     )
     api.state.services = services
     for module in ROUTERS:

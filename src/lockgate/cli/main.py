@@ -42,6 +42,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "datasets": ("lockgate.cli.datasets:datasets", "Golden datasets the evals run on."),
     "eval": ("lockgate.cli.evals:eval_group", "Run evals on the server; ask a route's gate."),
     "gates": ("lockgate.cli.gates:gates", "Promotion gates and their Rego policies."),
+    "limits": (
+        "lockgate.cli.limits:limits",
+        "Limit rules of a tenant: rates, concurrency, tokens and cost per call.",
+    ),
+    "budgets": ("lockgate.cli.limits:budgets", "Budgets per tenant, team or key, and what each has spent."),
     "evidence": ("lockgate.cli.evidence:evidence", "Signed evidence: list, show, verify, export."),
     "audit": ("lockgate.cli.audit:audit", "Verify and read the audit log."),
 }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -56,6 +56,13 @@ class ServerConfig(Strict):
         default=None,
         description="Bearer token a scraper sends for /metrics and /readyz details (a ${ENV_VAR}).",
     )
+    change_poll_interval: float = Field(
+        default=0.25,
+        gt=0,
+        le=300,
+        description="Seconds between polls of the store's change versions (keys, routes); with redis.url, "
+        "change notices make workers poll at once and this is the fallback.",
+    )
 
 
 class ControlConfig(Strict):
@@ -73,7 +80,12 @@ class RequestLogConfig(Strict):
     content_retention_days: float = Field(default=7.0, gt=0)
     batch_size: int = Field(default=500, gt=0)
     flush_interval: float = Field(default=0.2, gt=0, description="Seconds between batch writes.")
-    queue_size: int = Field(default=100_000, gt=0)
+    queue_size: int = Field(
+        default=100_000,
+        gt=0,
+        description="Records waiting to be written (about 0.7 KB each, plus stored text) before new ones "
+        "are dropped and counted; what rides out a store outage.",
+    )
 
 
 class RedisConfig(Strict):
@@ -87,7 +99,107 @@ class RedisConfig(Strict):
         default="lockgate:", min_length=1, max_length=64, description="Prefix of every key and channel."
     )
     timeout: float = Field(
-        default=0.25, gt=0, le=10, description="Seconds an operation may take before it counts as failed."
+        default=1.0, gt=0, le=10, description="Seconds an operation may take before it counts as failed."
+    )
+
+
+class CacheTargetConfig(Strict):
+    """The cache settings of one route or one model, over the defaults under `cache`."""
+
+    enabled: bool = Field(default=True, description="false: this route's or model's calls are never cached.")
+    semantic: bool = Field(
+        default=False, description="Also answer from a stored answer to a similar last user message."
+    )
+    nondeterministic: bool | None = Field(
+        default=None,
+        description="Cache calls that sample (temperature not 0 and no seed); none: `cache.nondeterministic` "
+        "for exact matches, false for semantic ones.",
+    )
+    ttl: float | None = Field(default=None, gt=0, description="Seconds; none: `cache.ttl`.")
+    threshold: float | None = Field(
+        default=None, gt=0, le=1, description="Cosine similarity; none: `cache.semantic.threshold`."
+    )
+    isolation: Literal["tenant", "key"] | None = Field(
+        default=None, description="Who shares entries; none: `cache.isolation`."
+    )
+    variable: str | None = Field(
+        default=None,
+        description="Routes: the prompt variable compared by meaning when a call sends no messages of its "
+        "own; none: the call's only variable.",
+    )
+
+
+class SemanticCacheConfig(Strict):
+    enabled: bool = Field(
+        default=False, description="Master switch; the routes and models that opt in say `semantic: true`."
+    )
+    threshold: float = Field(
+        default=0.9, gt=0, le=1, description="Least cosine similarity of the last user messages for a hit."
+    )
+    model: str | None = Field(
+        default=None,
+        description="A gateway embeddings model (in `models`); none: the local all-MiniLM-L6-v2.",
+    )
+    max_entries: int = Field(default=1000, gt=0, description="Vectors kept per scope; the oldest go first.")
+    max_vectors: int = Field(
+        default=100_000,
+        gt=0,
+        description="Vectors kept per worker in all scopes (about 1.5 KB each); the least used scopes go.",
+    )
+    timeout: float = Field(
+        default=1.0, gt=0, description="Seconds an embedding may take before the lookup is skipped."
+    )
+
+
+class CacheConfig(Strict):
+    """The response cache of chat completions (docs/caching.md)."""
+
+    enabled: bool = False
+    backend: Literal["memory", "redis"] = Field(
+        default="memory", description="memory: per worker process; redis: shared, needs `redis.url`."
+    )
+    ttl: float = Field(default=3600.0, gt=0, description="Seconds an answer is kept.")
+    max_entries: int = Field(default=10_000, gt=0, description="memory backend: answers kept per worker.")
+    max_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="memory backend: bytes of answers kept per worker."
+    )
+    nondeterministic: bool = Field(
+        default=False, description="Exact-cache calls that sample (temperature not 0 and no seed) too."
+    )
+    isolation: Literal["tenant", "key"] = Field(
+        default="tenant", description="tenant: a tenant's keys share entries; key: each key has its own."
+    )
+    semantic: SemanticCacheConfig = Field(default_factory=SemanticCacheConfig)
+    routes: dict[str, CacheTargetConfig] = Field(
+        default_factory=dict, description="Route name -> settings for its `route:NAME` calls."
+    )
+    models: dict[str, CacheTargetConfig] = Field(
+        default_factory=dict, description="Public model name -> settings for plain calls of that model."
+    )
+
+
+class LimitsConfig(Strict):
+    """How limit rules and budgets (set through the control API) are counted."""
+
+    backend: Literal["memory", "redis"] = Field(
+        default="memory",
+        description="memory: this server's workers share counters; redis: every replica shares them.",
+    )
+    on_backend_error: Literal["closed", "open"] = Field(
+        default="closed",
+        description="When the counters cannot be reached: refuse limited calls (503) or let them through.",
+    )
+    default_max_tokens: int = Field(
+        default=4096, gt=0, description="max_tokens set on a counted call that has none and no rule cap."
+    )
+    reservation_hold: float = Field(
+        default=600.0, gt=0, description="Seconds before an unsettled reservation (a lost call) is released."
+    )
+    reconcile_interval: float = Field(
+        default=30.0, gt=0, description="Seconds between raising budget counters to the spend in the store."
+    )
+    alert_webhook: EnvSecretText | None = Field(
+        default=None, description="URL that gets a JSON POST when a budget passes its soft cap (a ${VAR})."
     )
 
 
@@ -102,6 +214,8 @@ class GatewayConfig(Strict):
     request_log: RequestLogConfig = Field(default_factory=RequestLogConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
     redis: RedisConfig = Field(default_factory=RedisConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
     @field_validator("providers")
     @classmethod
@@ -139,6 +253,18 @@ class GatewayConfig(Strict):
             for k, allowed in enumerate(tenant.allowed_models or []):
                 if allowed not in names:
                     raise _located(f"tenants[{i}].allowed_models[{k}]", f"unknown model {allowed!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _cache_references_resolve(self) -> GatewayConfig:
+        cache, names = self.cache, {m.name for m in self.models}
+        if cache.enabled and cache.backend == "redis" and self.redis.url is None:
+            raise _located("cache.backend", "the redis backend needs `redis.url`")
+        if cache.semantic.model is not None and cache.semantic.model not in names:
+            raise _located("cache.semantic.model", f"unknown model {cache.semantic.model!r}")
+        for name in cache.models:
+            if name not in names:
+                raise _located(f"cache.models.{name}", f"unknown model {name!r}")
         return self
 
 

@@ -91,6 +91,8 @@ def create_app(
                 authorization=_credentials(request),
                 environment=request.headers.get("x-lockgate-environment") or None,
                 session=request.headers.get("x-lockgate-session") or None,
+                cache_header=request.headers.get("x-lockgate-cache") or None,
+                cache_control=request.headers.get("cache-control") or None,
             )
             reply = await gateway.handle(call)
         except GatewayError as error:
@@ -197,7 +199,7 @@ def _rate(gateway: Gateway, limit: int) -> Callable[[Request], Awaitable[Respons
 
 
 def error_response(error: GatewayError, request_id: str | None) -> Response:
-    headers = {"x-request-id": request_id} if request_id else None
+    headers = {**error.headers, "x-request-id": request_id} if request_id else error.headers or None
     return Response(
         orjson.dumps(error.body(request_id)), status_code=error.status, media_type=JSON, headers=headers
     )

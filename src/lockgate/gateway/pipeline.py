@@ -44,6 +44,14 @@ class Call:
     arm: str | None = None
     """``baseline`` or ``candidate`` during a rollout; ``shadow`` for a mirrored call."""
     shadow: bool = False
+    settle: Callable[[int, float], None] | None = None
+    """Set by the limits stage: called by the Account stage, once, with the call's tokens and cost."""
+    cache: str | None = None
+    """``exact`` or ``semantic`` when the answer came from the response cache (no upstream was called)."""
+    cache_header: str | None = None
+    """The ``x-lockgate-cache`` request header (``bypass``, ``refresh``, ``max-age=N``)."""
+    cache_control: str | None = None
+    """The ``Cache-Control`` request header (``no-store``, ``no-cache``, ``max-age=N``)."""
 
     @property
     def model(self) -> str:

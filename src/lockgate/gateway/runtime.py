@@ -20,7 +20,9 @@ from lockgate.gateway.routebook import RouteBook
 from lockgate.gateway.stages.account import Account
 from lockgate.gateway.stages.authenticate import Authenticate
 from lockgate.gateway.stages.authorize import Authorize
+from lockgate.gateway.stages.cache import build_cache
 from lockgate.gateway.stages.release import AnswerObserver, ResolveRelease
+from lockgate.limits.runtime import GatewayLimits
 from lockgate.ops.metrics import GatewayMetrics
 from lockgate.ops.request_log import RequestLog
 from lockgate.providers.base import Provider, ProviderSettings
@@ -29,6 +31,7 @@ from lockgate.routing.breaker import CircuitState
 from lockgate.routing.table import RoutingTable
 from lockgate.security.keyring import Keyring
 from lockgate.store import versions
+from lockgate.store.notices import change_notices
 from lockgate.store.watch import ChangeWatcher
 
 log = logging.getLogger(__name__)
@@ -58,24 +61,34 @@ class Gateway:
             engine,
             config.request_log,
             on_written=self.metrics.log_written.inc,
-            on_dropped=self.metrics.log_dropped.inc,
+            on_dropped=lambda reason, count: self.metrics.log_dropped.labels(reason).inc(count),
+            on_pending=self.metrics.log_pending.set,
         )
         self.mirror = Mirror(self.metrics)
         self.feedback = FeedbackBook(engine, self.metrics.registry)
         self._release = ResolveRelease(self.routes, self.metrics, self.mirror)
+        self.cache = build_cache(config.cache, config.redis, self.metrics)
+        self.limits = GatewayLimits(config, engine, self.table, self.metrics)
         self.handle: Handler = compose(
             [
                 Account(self.request_log, self.metrics),
                 Authenticate(self.keyring),
                 self._release,
                 Authorize(self.table),
+                self.limits.stage,
+                *([self.cache] if self.cache is not None else []),  # response cache
             ],
             Invoker(self.table, config.routing, self.metrics),
         )
         self.mirror.handler = self.handle
-        self.watcher = ChangeWatcher(engine)
+        if self.cache is not None:
+            self.cache.attach(self.handle)
+        self.watcher = ChangeWatcher(
+            engine, config.server.change_poll_interval, notices=change_notices(config.redis)
+        )
         self.watcher.watch(versions.AUTH, lambda: self.keyring.version, self.keyring.load)
         self.watcher.watch(versions.ROUTES, lambda: self.routes.version, self.routes.load)
+        self.watcher.watch(versions.LIMITS, lambda: self.limits.book.version, self.limits.book.load)
         self._tasks: list[asyncio.Task[None]] = []
 
     def observe_answers(self, observer: AnswerObserver | None) -> None:
@@ -89,7 +102,10 @@ class Gateway:
     async def start(self) -> None:
         await asyncio.to_thread(self.keyring.load, self.engine)
         await asyncio.to_thread(self.routes.load, self.engine)
+        await self.limits.start()
         self.request_log.start()
+        if self.cache is not None:
+            await self.cache.start()
         for provider in self.providers.values():
             await provider.start()
         self._tasks.append(asyncio.create_task(self.watcher.run(), name="change-watcher"))
@@ -100,6 +116,9 @@ class Gateway:
 
     async def stop(self) -> None:
         await self.mirror.drain()
+        if self.cache is not None:
+            await self.cache.close()
+        await self.limits.stop()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -112,14 +131,20 @@ class Gateway:
         await asyncio.to_thread(self.request_log.close)
 
     async def readiness(self) -> Readiness:
+        """Ready while some deployment can answer. The store is reported, not required: keys and routes
+        are served from memory and request records wait for it (ops/request_log.py), so taking every
+        replica out of the load balancer during a store outage would turn it into a gateway outage."""
         try:
             await asyncio.wait_for(asyncio.to_thread(self._ping_store), timeout=2.0)
             store = "ok"
         except Exception as exc:
-            store = f"unreachable ({type(exc).__name__})"
+            store = (
+                f"unreachable ({type(exc).__name__}); serving from memory, "
+                f"{self.request_log.depth()} request records waiting"
+            )
         deployments = {d.name: d.breaker.state.value for d in self.table.deployments()}
         healthy = any(d.breaker.available for d in self.table.deployments())
-        return Readiness(store == "ok" and healthy, store, deployments)
+        return Readiness(healthy, store, deployments)
 
     def _ping_store(self) -> None:
         with self.engine.connect() as connection:

@@ -87,8 +87,55 @@ class GatewayMetrics:
             ["tenant", "route", "environment", "outcome"],
             registry=r,
         )
+        self.cache_requests = Counter(
+            "lockgate_cache_requests",
+            "Chat completions the response cache saw, by outcome: hit, miss, bypass (the caller asked), "
+            "skip (not cacheable as sent); kind: exact, or semantic where the call could match by meaning",
+            ["tenant", "route_or_model", "kind", "outcome"],
+            registry=r,
+        )
+        self.cache_similarity = Histogram(
+            "lockgate_cache_semantic_similarity",
+            "Best cosine similarity found by each semantic cache lookup (hit or not)",
+            ["route_or_model"],
+            buckets=(0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 0.99, 1.0),
+            registry=r,
+        )
+        self.cache_errors = Counter(
+            "lockgate_cache_errors",
+            "Cache operations that failed and were served as misses, by part: redis, embedder",
+            ["part"],
+            registry=r,
+        )
+        self.limit_decisions = Counter(
+            "lockgate_limit_decisions",
+            "Admissions against limits and budgets: admitted, refused by what (requests, tokens, "
+            "concurrent, budget), or the backend unavailable / a settle lost",
+            ["outcome"],
+            registry=r,
+        )
+        self.budget_alerts = Counter(
+            "lockgate_budget_alerts",
+            "Soft-cap alerts fired (once per budget, scope and period across every process)",
+            ["tenant", "budget"],
+            registry=r,
+        )
         self.log_written = Counter("lockgate_request_log_written", "Request records written", registry=r)
-        self.log_dropped = Counter("lockgate_request_log_dropped", "Request records dropped", registry=r)
+        self.log_dropped = Counter(
+            "lockgate_request_log_dropped",
+            "Request records dropped: overflow (request_log.queue_size records were already waiting), "
+            "refused (the store rejected the row), shutdown (the store was unreachable at shutdown)",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("overflow", "refused", "shutdown"):
+            self.log_dropped.labels(reason)  # exported as 0 from the start, so alerts see the series
+        self.log_pending = Gauge(
+            "lockgate_request_log_pending",
+            "Request records waiting in memory to be written (grows while the store is unreachable)",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
 
     def render(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -17,6 +17,7 @@ class RequestRecord:
     latency_ms: float
     tenant_id: str | None = None
     key_id: str | None = None
+    team: str | None = None
     model: str | None = None
     deployment: str | None = None
     error_type: str | None = None
@@ -32,6 +33,7 @@ class RequestRecord:
     rollout_id: str | None = None
     arm: str | None = None
     shadow: bool = False
+    cache: str | None = None
     request_body: bytes | None = None
     response_body: str | None = None
 
@@ -41,6 +43,7 @@ class RequestRecord:
             "created_at": self.created_at,
             "tenant_id": self.tenant_id,
             "key_id": self.key_id,
+            "team": self.team,
             "endpoint": self.endpoint,
             "model": self.model,
             "deployment": self.deployment,
@@ -60,4 +63,5 @@ class RequestRecord:
             "rollout_id": self.rollout_id,
             "arm": self.arm,
             "shadow": self.shadow,
+            "cache": self.cache,
         }

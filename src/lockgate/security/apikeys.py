@@ -6,6 +6,9 @@ key is compared in constant time. The secret is shown when the key is created an
 A key's allow-list may name models the gateway serves and routes (``route:NAME``). Routes it names are
 the only routes it may call; models it names are the only models it may reach, directly or through a
 route's release. A list that names only routes leaves the models to the tenant's allow-list.
+
+A key may belong to a **team** (a label such as ``research``): limit rules and budgets scoped to a team
+apply to the calls of its keys, and every request records the team of the key that made it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,17 @@ from lockgate.store.tenancy import require_tenant_id
 ROLES = ("admin", "client")
 ENVIRONMENTS = ("dev", "stage", "prod")
 ROUTE_ENTRY = re.compile(r"^route:[a-z0-9][a-z0-9_.-]*$")
+TEAM = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
+EACH = "each"  # in a limit's or budget's scope: one counter per team; never a team's name
+
+
+def check_team(team: str, what: str = "team") -> None:
+    """Refuse a team name that is not 1-100 lower-case letters, digits, '.', '_', '-', or is ``each``."""
+    if not TEAM.match(team) or team == EACH:
+        raise Invalid(
+            f"{what}: a team is 1-100 lower-case letters, digits, '.', '_' and '-', starting with a letter "
+            f"or digit, and is not `{EACH}` (not {team[:120]!r})"
+        )
 
 
 def credential_status(
@@ -74,6 +88,7 @@ class ApiKeyInfo:
     expires_at: datetime | None
     revoked_at: datetime | None
     environment: str | None = None
+    team: str | None = None
 
     def status(self, now: datetime | None = None) -> str:
         return credential_status(self.revoked_at, self.expires_at, now)
@@ -105,6 +120,7 @@ class KeyService:
         allowed_models: list[str] | None = None,
         expires_at: datetime | None = None,
         environment: str | None = None,
+        team: str | None = None,
     ) -> IssuedKey:
         """Issue a key in ``tenant`` (its admins' operation); the secret is in the result, once."""
         self._authz.require(actor, "keys.create", tenant, f"key:{tenant}/{name or 'unnamed'}")
@@ -114,6 +130,8 @@ class KeyService:
             raise Invalid("environment must be dev, stage or prod")
         if expires_at is not None and expires_at.tzinfo is None:
             raise Invalid("expires_at must carry a timezone")
+        if team is not None:
+            check_team(team)
         token, prefix = generate()
         with self._engine.begin() as connection:
             row = TenantService.find(connection, tenant)
@@ -131,6 +149,7 @@ class KeyService:
                 expires_at=expires_at,
                 revoked_at=None,
                 environment=environment,
+                team=team,
             )
             connection.execute(
                 api_keys.insert().values(
@@ -144,9 +163,12 @@ class KeyService:
                     created_at=info.created_at,
                     expires_at=expires_at,
                     environment=environment,
+                    team=team,
                 )
             )
             versions.bump(connection, versions.AUTH)
+            if team is not None:
+                versions.bump(connection, versions.LIMITS)  # its team's limits and budgets apply now
             # The audit entry names the key by id and prefix, never by its secret.
             after = {
                 "id": info.id,
@@ -154,6 +176,7 @@ class KeyService:
                 "role": role,
                 "models": listed,
                 "environment": environment,
+                "team": team,
             }
             self._audit.append(
                 connection, actor, AuditEvent("key.create", f"key:{tenant}/{info.id}", after=after)
@@ -179,6 +202,34 @@ class KeyService:
             versions.bump(connection, versions.AUTH)
             info = _info(row._mapping)
             event = AuditEvent("key.revoke", f"key:{tenant}/{info.id}", after={"prefix": info.prefix})
+            self._audit.append(connection, actor, event)
+            return info
+
+    def set_team(self, actor: Actor, tenant: str, key: str, team: str | None) -> ApiKeyInfo:
+        """Put a key of ``tenant`` (by id or visible prefix) in ``team``, or in none; its admins' operation.
+
+        The gateways reload both their keyring and their limits: the key's next call counts against the
+        new team's limits and budgets. Calls already logged keep the team they were made under.
+        """
+        self._authz.require(actor, "keys.set_team", tenant, f"key:{tenant}/{key}")
+        if team is not None:
+            check_team(team)
+        with self._engine.begin() as connection:
+            tenant_id = require_tenant_id(connection, tenant)
+            match = (or_(api_keys.c.id == key, api_keys.c.prefix == key), api_keys.c.tenant_id == tenant_id)
+            before = connection.execute(select(api_keys.c.team).where(*match)).first()
+            if before is None:
+                raise NotFound(f"no key with id or prefix {key!r} in tenant {tenant!r}")
+            connection.execute(update(api_keys).where(*match).values(team=team))
+            row = connection.execute(
+                select(api_keys, tenants.c.name.label("tenant_name")).join(tenants).where(*match)
+            ).one()
+            versions.bump(connection, versions.AUTH)
+            versions.bump(connection, versions.LIMITS)
+            info = _info(row._mapping)
+            event = AuditEvent(
+                "key.team", f"key:{tenant}/{info.id}", before={"team": before.team}, after={"team": team}
+            )
             self._audit.append(connection, actor, event)
             return info
 
@@ -231,4 +282,5 @@ def _info(row: RowMapping) -> ApiKeyInfo:
         expires_at=get("expires_at"),
         revoked_at=get("revoked_at"),
         environment=get("environment"),
+        team=get("team"),
     )

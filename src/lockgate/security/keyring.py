@@ -28,6 +28,7 @@ class Principal:
     ``allowed_models`` are the models the key may call by name (the key's list, within the tenant's);
     ``allowed_routes`` the ``route:NAME`` entries it may call; ``route_models`` the models a route's
     release may use on its behalf: the tenant's list, narrowed by the key's models when it names any.
+    ``team`` is the key's team (None: none), which team-scoped limits and budgets count by.
     """
 
     key_id: str
@@ -40,6 +41,7 @@ class Principal:
     environment: str | None = None
     allowed_routes: frozenset[str] | None = None
     route_models: frozenset[str] | None = None
+    team: str | None = None
 
     def may_use(self, model: str) -> bool:
         """May this key ask for ``model`` (a model name or ``route:NAME``) by name?"""
@@ -100,6 +102,7 @@ class Keyring:
                 api_keys.c.allowed_models,
                 api_keys.c.expires_at,
                 api_keys.c.environment,
+                api_keys.c.team,
                 tenants.c.id.label("tenant_id"),
                 tenants.c.name.label("tenant"),
                 tenants.c.allowed_models.label("tenant_models"),
@@ -123,6 +126,7 @@ class Keyring:
                 tenant_list=row.tenant_models,
                 expires_at=expires.timestamp() if expires is not None else None,
                 environment=row.environment,
+                team=row.team,
             )
             entries[row.prefix] = _Entry(principal, row.key_hash.encode("ascii"))
         self._entries = entries
@@ -140,6 +144,7 @@ def principal_for(
     tenant_list: list[str] | None,
     expires_at: float | None = None,
     environment: str | None = None,
+    team: str | None = None,
 ) -> Principal:
     """A principal from a key's allow-list (models and ``route:NAME`` entries) and its tenant's."""
     tenant_models = frozenset(tenant_list) if tenant_list is not None else None
@@ -161,4 +166,5 @@ def principal_for(
         environment=environment,
         allowed_routes=routes,
         route_models=reachable,
+        team=team,
     )

@@ -99,6 +99,7 @@ PERMISSIONS: Mapping[str, Permission] = {
     "keys.list": _t(ADMIN, summary="API keys (prefixes, never secrets)"),
     "keys.create": _t(ADMIN, summary="issue an API key"),
     "keys.revoke": _t(ADMIN, summary="revoke an API key"),
+    "keys.set_team": _t(ADMIN, summary="put an API key in a team, or in none (its team's limits apply)"),
     # model registry
     "models.list": _t(V, summary="registered models"),
     "models.get": _t(V, summary="one model version"),
@@ -143,6 +144,14 @@ PERMISSIONS: Mapping[str, Permission] = {
     "rollouts.resume": _t(D, summary="let a paused rollout go on"),
     "rollouts.abort": _t(D, summary="send all traffic back to the current release at once"),
     "rollouts.promote": _t(D, summary="make the candidate the environment's release now"),
+    # limits and budgets: set by the platform, so that a tenant cannot raise its own
+    "limits.list": _t(V, summary="the tenant's limit rules"),
+    "limits.set": _p(ADMIN, summary="create or replace a limit rule of a tenant"),
+    "limits.delete": _p(ADMIN, summary="delete a limit rule of a tenant"),
+    "budgets.list": _t(V, summary="the tenant's budgets"),
+    "budgets.set": _p(ADMIN, summary="create or replace a budget of a tenant"),
+    "budgets.delete": _p(ADMIN, summary="delete a budget of a tenant"),
+    "budgets.status": _t(V, summary="what each budget has spent this period, and its soft-cap alerts"),
     # gates and evidence
     "gates.get": _t(V, summary="a route's gate"),
     "gates.set": _t(ADMIN, summary="install or replace a route's gate"),

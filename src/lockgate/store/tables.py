@@ -495,6 +495,7 @@ budget_alerts = Table(
     "budget_alerts",
     metadata,
     Column("budget_id", String(40), ForeignKey("budgets.id"), primary_key=True),
+    Column("scope", String(200), primary_key=True),
     Column("period_start", UTCDateTime, primary_key=True),
     Column("fired_at", UTCDateTime, nullable=False),
     Column("spent_usd", Float, nullable=False),

@@ -27,6 +27,12 @@ class KeyIn(BaseModel):
     allowed_models: list[str] | None = Field(default=None, max_length=1000)
     expires_in_days: float | None = Field(default=None, gt=0, le=3650)
     environment: Literal["dev", "stage", "prod"] | None = None
+    team: str | None = Field(default=None, max_length=100, description="The key's team (limits, budgets)")
+
+
+class TeamIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    team: str | None = Field(max_length=100, description="The team, or null for none")
 
 
 def key_info(k: ApiKeyInfo) -> dict[str, Any]:
@@ -38,6 +44,7 @@ def key_info(k: ApiKeyInfo) -> dict[str, Any]:
         "role": k.role,
         "allowed_models": k.allowed_models,
         "environment": k.environment,
+        "team": k.team,
         "status": k.status(),
         "created_at": k.created_at.isoformat(),
         "expires_at": k.expires_at.isoformat() if k.expires_at else None,
@@ -80,8 +87,17 @@ def create_key(tenant: str, body: KeyIn, services: ServicesDep, actor: CurrentAc
         allowed_models=body.allowed_models,
         expires_at=expires,
         environment=body.environment,
+        team=body.team,
     )
     return {**key_info(issued.info), "key": issued.secret}
+
+
+@router.put("/tenants/{tenant}/keys/{key}/team", operation_id="keys.set_team")
+def set_key_team(
+    tenant: str, key: str, body: TeamIn, services: ServicesDep, actor: CurrentActor
+) -> dict[str, Any]:
+    """Put the key (by id or prefix) in a team, or in none (``null``); its next call counts there."""
+    return key_info(services.keys.set_team(actor, tenant, key, body.team))
 
 
 @router.delete("/tenants/{tenant}/keys/{key}", operation_id="keys.revoke")

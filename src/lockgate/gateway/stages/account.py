@@ -112,7 +112,8 @@ class Account:
         m.latency.labels(call.endpoint, model).observe(latency)
         if ttft is not None:
             m.ttft.labels(model).observe(ttft)
-        if input_tokens or output_tokens:
+        # A cache hit called no upstream: its tokens are in the log row (with cost 0), not in the counters.
+        if (input_tokens or output_tokens) and call.cache is None:
             m.tokens.labels(model, tenant, "input").inc(input_tokens)
             m.tokens.labels(model, tenant, "output").inc(output_tokens)
         if cost:
@@ -127,6 +128,7 @@ class Account:
             latency_ms=latency * 1000.0,
             tenant_id=principal.tenant_id if principal is not None else None,
             key_id=principal.key_id if principal is not None else None,
+            team=principal.team if principal is not None else None,
             model=call.model if call.route is not None else None,
             deployment=deployment.name if deployment is not None else None,
             error_type=error_type,
@@ -142,11 +144,15 @@ class Account:
             rollout_id=call.rollout_id,
             arm=call.arm,
             shadow=call.shadow,
+            cache=call.cache,
         )
         if self._log.stores_content and principal is not None:
             record.request_body = call.raw
             record.response_body = streamed if body is None else orjson.dumps(body).decode()
         self._log.submit(record)
+        if call.settle is not None:
+            settle, call.settle = call.settle, None  # once, however the call ended
+            settle(input_tokens + output_tokens, cost)
 
 
 def _tokens(

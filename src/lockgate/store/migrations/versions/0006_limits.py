@@ -43,6 +43,7 @@ def upgrade() -> None:
     op.create_table(
         "budget_alerts",
         sa.Column("budget_id", sa.String(40), sa.ForeignKey("budgets.id"), primary_key=True),
+        sa.Column("scope", sa.String(200), primary_key=True),
         sa.Column("period_start", UTC_TIME, primary_key=True),
         sa.Column("fired_at", UTC_TIME, nullable=False),
         sa.Column("spent_usd", sa.Float, nullable=False),
