@@ -60,13 +60,39 @@ def test_content_is_not_written_unless_configured(instance: Instance) -> None:
 
 
 def test_a_record_the_store_refuses_loses_only_itself(instance: Instance) -> None:
-    writer = RequestLog(instance.engine, RequestLogConfig(flush_interval=0.5))
+    dropped: list[tuple[str, int]] = []
+    writer = RequestLog(
+        instance.engine,
+        RequestLogConfig(flush_interval=0.5),
+        on_dropped=lambda reason, count: dropped.append((reason, count)),
+    )
+    writer.start()
+    ids = [f"req_{i}" for i in range(7)]
+    for request_id in ids[:3]:
+        writer.submit(record(request_id))
+    bad = record("req_bad")
+    bad.endpoint = None  # type: ignore[assignment]  # a NOT NULL column: the store refuses the row
+    writer.submit(bad)
+    for request_id in ids[3:]:
+        writer.submit(record(request_id))
+    writer.close()
+    with instance.engine.connect() as connection:
+        logged = sorted(connection.execute(sa.select(request_log.c.id)).scalars())
+    assert logged == ids
+    assert (writer.written, writer.refused, writer.dropped) == (7, 1, 1)
+    assert dropped == [("refused", 1)]
+
+
+def test_a_record_written_twice_is_stored_once_and_not_counted_as_dropped(instance: Instance) -> None:
+    # What a retry does when the store committed a batch but the answer was lost on the way back.
+    writer = RequestLog(instance.engine, RequestLogConfig(flush_interval=0.5, store_content=True))
     writer.start()
     writer.submit(record("req_a"))
-    writer.submit(record("req_a"))  # the same primary key twice: the store refuses the second
+    writer.submit(record("req_a"))
     writer.submit(record("req_b"))
     writer.close()
     with instance.engine.connect() as connection:
         logged = sorted(connection.execute(sa.select(request_log.c.id)).scalars())
-    assert logged == ["req_a", "req_b"]
-    assert (writer.written, writer.dropped) == (2, 1)
+        texts = sorted(connection.execute(sa.select(request_content.c.request_id)).scalars())
+    assert logged == texts == ["req_a", "req_b"]
+    assert writer.dropped == 0

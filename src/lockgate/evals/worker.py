@@ -27,6 +27,8 @@ from lockgate.evals.scoring import ScoringServices
 from lockgate.evals.service import EvalService
 from lockgate.evals.store import EvalRun
 from lockgate.gateway.runtime import Gateway
+from lockgate.store.database import store_unreachable
+from lockgate.store.outage import Outage
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ class EvalWorker:
         self._stop_run = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._own_scoring = scoring is None
+        self._outage = Outage(log, "the store (eval worker)")
         self._scoring = scoring or ScoringServices(evals.store.engine)
 
     def start(self) -> None:
@@ -76,13 +79,17 @@ class EvalWorker:
         while not self._stopping.is_set():
             try:
                 run = await asyncio.to_thread(store.claim, self.owner, self._lease)
+                self._outage.recovered()
                 if run is None:
                     await self._idle(self._poll)
                     continue
                 await self.execute(run)
-            except Exception:
-                # The store may be briefly unreachable; the lease lets the run resume later.
-                log.exception("eval worker iteration failed; retrying")
+            except Exception as exc:
+                # The store may be unreachable for a while (logged once); the lease lets the run resume.
+                if not store_unreachable(exc):
+                    log.exception("eval worker iteration failed; retrying")
+                else:
+                    self._outage.failed(exc, f"looking for runs again every {self._poll:g} s")
                 await self._idle(self._poll)
 
     async def _idle(self, seconds: float) -> None:

@@ -43,6 +43,8 @@ from lockgate.rollouts.statistics import (
 )
 from lockgate.rollouts.store import ArmMetrics, Rollout
 from lockgate.security.rbac import Actor
+from lockgate.store.database import store_unreachable
+from lockgate.store.outage import Outage, describe
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,7 @@ class RolloutController:
         self._analysed: dict[str, float] = {}  # rollout id -> monotonic time of its last analysis here
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._outage = Outage(log, "the store (rollout controller)")
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="rollout-controller")
@@ -77,14 +80,22 @@ class RolloutController:
         self._stopping.set()
         if self._task is not None:
             await self._task
-        await asyncio.to_thread(self._store.release, self.owner)
+        try:
+            await asyncio.to_thread(self._store.release, self.owner)
+        except Exception as exc:
+            # The rest of the shutdown (the request log's drain) must still run; the leases expire.
+            log.warning("rollout leases not given back (%s); they expire instead", describe(exc))
 
     async def _loop(self) -> None:
         while not self._stopping.is_set():
             try:
                 await asyncio.to_thread(self.step)
-            except Exception:
-                log.exception("rollout controller step failed; retrying")
+                self._outage.recovered()
+            except Exception as exc:
+                if store_unreachable(exc):
+                    self._outage.failed(exc, "rollouts wait; their leases may pass to another process")
+                else:
+                    log.exception("rollout controller step failed; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self._tick)
 

@@ -51,6 +51,8 @@ from lockgate.gateway.pipeline import Call
 from lockgate.gateway.routebook import LiveRollout, OnlineQuality, ServingRelease
 from lockgate.gateway.runtime import Gateway
 from lockgate.service_errors import Invalid
+from lockgate.store.database import store_unreachable
+from lockgate.store.outage import Outage
 from lockgate.store.tables import online_scores
 from lockgate.wire import prompt_variables
 
@@ -101,6 +103,7 @@ class OnlineScorer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._scorers: dict[str, list[Scorer] | Invalid] = {}
         self._stopping = False
+        self._outage = Outage(log, "the store (online quality)")
         self.outcomes = Counter(
             "lockgate_online_scores",
             "Live answers sampled for online quality, by what became of them "
@@ -150,11 +153,15 @@ class OnlineScorer:
                 self.outcomes.labels("unscored").inc()
                 return
             await asyncio.to_thread(self._write, answer, quality)
+            self._outage.recovered()
         except asyncio.CancelledError:
             self.outcomes.labels("failed").inc()
             raise
         except Exception as exc:
             self.outcomes.labels("failed").inc()
+            if store_unreachable(exc):
+                self._outage.failed(exc, "online scores are lost until it answers (counted as failed)")
+                return
             log.warning(
                 "online quality: scoring %s of rollout %s failed: %s: %s",
                 answer.request_id,

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, make_url, text
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from lockgate.service_errors import Invalid
 
@@ -52,7 +54,33 @@ def open_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # A store that stops answering must fail calls, not hang the threads that make them: bounded connect,
+    # TCP keepalives and an unacknowledged-send limit; pre-ping replaces connections an outage killed.
+    # Settings given in the URL's query win over these.
+    connect_args: dict[str, Any] = {}
+    if parsed.get_backend_name() == "postgresql":
+        connect_args = {k: v for k, v in _POSTGRES_CONNECT.items() if k not in parsed.query}
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_timeout=10, connect_args=connect_args
+    )
+
+
+_POSTGRES_CONNECT: dict[str, Any] = {
+    "connect_timeout": 5,  # seconds, for the whole connection start-up
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,  # milliseconds
+}
+
+_UNREACHABLE = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout, OSError)
+
+
+def store_unreachable(error: BaseException) -> bool:
+    """Whether ``error`` says the store could not be reached (or timed out), as opposed to refusing
+    what was asked of it: callers retry the first later and keep what they were writing."""
+    return isinstance(error, _UNREACHABLE)
 
 
 def schema_revision(engine: Engine) -> str | None:
