@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 PIP_INSTALL := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: serve test lint typecheck unit bench install install-dev clean
+.PHONY: serve test lint typecheck unit bench install install-dev clean deploy-requirements
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,8 @@ serve: install
 test: install-dev lint typecheck unit
 
 lint: install-dev
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench deploy
+	$(BIN)/ruff format --check src tests bench deploy
 
 typecheck: install-dev
 	$(BIN)/mypy
@@ -49,6 +49,11 @@ bench: install-dev
 	$(BIN)/python -m bench.overhead $(ARGS)
 	$(BIN)/python -m bench.footprint
 	$(BIN)/python -m bench.rollout
+
+## deploy-requirements: regenerate the image's hash-pinned deploy/requirements*.txt from constraints.txt
+## (needs PyPI; run after changing constraints.txt, pyproject.toml or deploy/requirements-build.in)
+deploy-requirements: install-dev
+	$(BIN)/python deploy/lock.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

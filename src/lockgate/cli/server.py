@@ -34,19 +34,43 @@ data_dir_option = click.option(
     show_default=True,
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
+@click.option(
+    "--drain-seconds",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 300),
+    envvar="LOCKGATE_DRAIN_SECONDS",
+    help="On SIGTERM, answer /readyz with 503 and keep serving this long before shutting down.",
+)
 def serve(
-    config_path: str | None, host: str, port: int, workers: int, data_dir: str | None, log_level: str
+    config_path: str | None,
+    host: str,
+    port: int,
+    workers: int,
+    data_dir: str | None,
+    log_level: str,
+    drain_seconds: float,
 ) -> None:
     """Run the server: the OpenAI-compatible gateway, the control API and the eval worker."""
     from lockgate.server.run import serve as run
 
-    run(config_path, host, port, workers, data_dir, log_level)
+    run(config_path, host, port, workers, data_dir, log_level, drain_seconds)
 
 
 @click.command()
 @data_dir_option
-def migrate(data_dir: str | None) -> None:
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Change nothing: exit 0 when the store is at the current schema, 3 when it is not.",
+)
+def migrate(data_dir: str | None, check: bool) -> None:
     """Create the store's secrets on first install and bring its schema up to date (server side)."""
+    if check:
+        from lockgate.server.run import check_schema
+
+        check_schema(data_dir)
+        return
     from lockgate.server.run import migrate as run
 
     run(data_dir)

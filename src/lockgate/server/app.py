@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lockgate.api.app import create_control_api
 from lockgate.config.loader import LoadedConfig
@@ -25,14 +25,21 @@ from lockgate.instance import Instance
 from lockgate.rollouts.controller import RolloutController
 from lockgate.rollouts.online import OnlineScorer
 from lockgate.security.rbac import PLATFORM_TENANT, Role
+from lockgate.server.drain import Draining
 from lockgate.service_errors import ControlError
 from lockgate.services import Services, build_services
 
 
-def build_app(instance: Instance, config: LoadedConfig, *, run_evals: bool = True) -> Starlette:
+def build_app(
+    instance: Instance, config: LoadedConfig, *, run_evals: bool = True, drain_seconds: float = 0.0
+) -> Starlette:
+    """``drain_seconds`` > 0: on SIGTERM ``/readyz`` turns 503 that long before shutdown (server/drain.py)."""
     services = build_services(instance, config)
     gateway = Gateway(config, instance.engine, instance.pepper)
-    return server_app(services, gateway, run_evals=run_evals)
+    app = server_app(services, gateway, run_evals=run_evals)
+    if drain_seconds > 0:
+        app.add_middleware(Draining, seconds=drain_seconds)
+    return app
 
 
 def server_app(services: Services, gateway: Gateway, *, run_evals: bool = True) -> Starlette:
@@ -66,14 +73,28 @@ def server_app(services: Services, gateway: Gateway, *, run_evals: bool = True) 
 def _wakes(app: ASGIApp, gateway: Gateway, worker: EvalWorker | None) -> ASGIApp:
     """After a control API request that may have changed something, this process acts at once instead
     of at its next poll: the gateway reloads keys and pointers, the eval worker looks for queued runs.
-    Other processes still see the change within a second (and runs within their poll)."""
+    After one that succeeded (the change committed), with Redis configured, a change notice makes every
+    other worker poll at once too. Without it they see the change at their next poll (and runs within
+    theirs)."""
 
     async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
-        await app(scope, receive, send)
-        if scope["type"] == "http" and scope.get("method") in ("POST", "PUT", "DELETE"):
-            gateway.watcher.wake()
-            if worker is not None:
-                worker.wake()
+        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "DELETE"):
+            await app(scope, receive, send)
+            return
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await app(scope, receive, sending)
+        gateway.watcher.wake()
+        if status < 400:
+            gateway.watcher.announce()
+        if worker is not None:
+            worker.wake()
 
     return wrapped
 

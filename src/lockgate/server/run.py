@@ -16,15 +16,21 @@ from pathlib import Path
 
 import click
 import uvicorn
+from sqlalchemy import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from lockgate.config.loader import ConfigError, LoadedConfig
 from lockgate.instance import load_config, migrate_instance, open_instance
+from lockgate.limits.shared import serve_counters
 from lockgate.security.rbac import Actor
 from lockgate.server.app import build_app
 from lockgate.server.asgi import CONFIG_ENV
 from lockgate.server.bootstrap import bootstrap
+from lockgate.server.drain import DRAIN_ENV
 from lockgate.service_errors import ControlError
 from lockgate.services import build_services
+from lockgate.store.database import data_dir as store_data_dir
+from lockgate.store.database import database_url, open_engine, require_current_schema
 
 OPERATOR = Actor(name="operator", source="server host", system=True)
 
@@ -65,8 +71,32 @@ def recover_admin(config_path: str | None, data_dir: str | None, name: str) -> N
     instance.engine.dispose()
 
 
+def check_schema(data_dir: str | None) -> None:
+    """``lockgate migrate --check``: exit 0 when the store is at this code's schema, 3 otherwise.
+    Changes nothing and needs no secrets: what a replica waits on while a migration job runs."""
+    directory = store_data_dir(data_dir)
+    engine = open_engine(database_url(directory))
+    try:
+        require_current_schema(engine)
+    except ControlError as exc:
+        click.echo(exc.message, err=True)
+        raise SystemExit(3) from None
+    except SQLAlchemyError as exc:
+        click.echo(f"the store is not reachable: {type(exc).__name__}", err=True)
+        raise SystemExit(3) from None
+    finally:
+        engine.dispose()
+    click.echo(f"store {make_url(database_url(directory)).render_as_string(hide_password=True)} is current")
+
+
 def serve(
-    config_path: str | None, host: str, port: int, workers: int, data_dir: str | None, log_level: str
+    config_path: str | None,
+    host: str,
+    port: int,
+    workers: int,
+    data_dir: str | None,
+    log_level: str,
+    drain_seconds: float = 0.0,
 ) -> None:
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = configuration(config_path)
@@ -100,12 +130,14 @@ def serve(
         "server_header": False,
     }
     if workers == 1:
-        uvicorn.run(build_app(instance, config), **options)  # type: ignore[arg-type]
+        uvicorn.run(build_app(instance, config, drain_seconds=drain_seconds), **options)  # type: ignore[arg-type]
         return
     instance.engine.dispose()
+    os.environ[DRAIN_ENV] = str(drain_seconds)
     if config_path is not None:
         os.environ[CONFIG_ENV] = str(Path(config_path).resolve())
-    # Every worker writes its metric samples here; /metrics on any worker merges them.
-    with tempfile.TemporaryDirectory(prefix="lockgate-metrics-") as samples:
+    # Every worker writes its metric samples here; /metrics on any worker merges them. This process
+    # serves the limit counters the workers share (their socket path is in the environment).
+    with tempfile.TemporaryDirectory(prefix="lockgate-metrics-") as samples, serve_counters():
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = samples
         uvicorn.run("lockgate.server.asgi:create_from_env", factory=True, workers=workers, **options)  # type: ignore[arg-type]
