@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
-import jsonschema
 import orjson
 from jinja2 import TemplateError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lockgate.control import templating
 from lockgate.service_errors import Invalid
+
+if TYPE_CHECKING:
+    import jsonschema
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 VERSION_PATTERN = r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$"
@@ -109,6 +111,8 @@ def parse_prompt(raw: Any) -> tuple[PromptSpec | None, list[str]]:
 
 
 def _check_schema(schema: dict[str, Any], field: str) -> None:
+    import jsonschema  # on first use: it costs the server about 10 MB where nothing needs it
+
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
@@ -150,6 +154,8 @@ def lint(spec: PromptSpec) -> list[str]:
 
 def render(spec: PromptSpec, variables: Mapping[str, Any]) -> list[dict[str, str]]:
     """The prompt's messages, OpenAI-style, after checking ``variables`` against the schema."""
+    import jsonschema
+
     validator = jsonschema.Draft202012Validator(spec.variables)
     problems = sorted(set(_variable_problems(validator.iter_errors(dict(variables)))))
     if problems:

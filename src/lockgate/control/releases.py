@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import jsonschema
 from pydantic import Field
 from sqlalchemy import Engine, select
 
@@ -183,6 +182,8 @@ class ReleaseService:
     def _check(self, tenant: str, content: ReleaseContent) -> None:
         """Refuse content that could not be served, naming the part at fault."""
         if content.output_contract is not None:
+            import jsonschema  # on first use: it costs the server about 10 MB where nothing needs it
+
             try:
                 jsonschema.Draft202012Validator.check_schema(content.output_contract)
             except jsonschema.SchemaError as exc:

@@ -18,7 +18,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import jsonschema
 import orjson
 from jinja2 import TemplateError
 from sqlalchemy import Engine, select
@@ -47,6 +46,11 @@ class ServingRelease:
         self.templates: list[tuple[str, BoundedTemplate]] = [
             (m["role"], compile_template(m["content"])) for m in content.prompt.messages
         ]
+        # On first use: jsonschema costs the server about 10 MB where no release is served.
+        import jsonschema
+        from jsonschema.exceptions import best_match
+
+        self._best_match = best_match
         variables = content.prompt.variables or {"type": "object"}
         jsonschema.Draft202012Validator.check_schema(variables)
         self.variables = jsonschema.Draft202012Validator(variables)
@@ -61,7 +65,7 @@ class ServingRelease:
         }
 
     def render(self, variables: Mapping[str, Any]) -> list[dict[str, str]]:
-        error = jsonschema.exceptions.best_match(self.variables.iter_errors(dict(variables)))
+        error = self._best_match(self.variables.iter_errors(dict(variables)))
         if error is not None:
             where = "variables" + "".join(
                 f"[{p!r}]" if isinstance(p, str) else f"[{p}]" for p in error.absolute_path
@@ -81,7 +85,7 @@ class ServingRelease:
             document = orjson.loads(text)
         except orjson.JSONDecodeError:
             return ContractViolation("$", "the answer is not valid JSON")
-        error = jsonschema.exceptions.best_match(self.contract.iter_errors(document))
+        error = self._best_match(self.contract.iter_errors(document))
         if error is None:
             return None
         return ContractViolation(error.json_path, error.message)

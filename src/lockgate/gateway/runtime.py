@@ -8,6 +8,7 @@ import gc
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, text
 
@@ -20,7 +21,6 @@ from lockgate.gateway.routebook import RouteBook
 from lockgate.gateway.stages.account import Account
 from lockgate.gateway.stages.authenticate import Authenticate
 from lockgate.gateway.stages.authorize import Authorize
-from lockgate.gateway.stages.cache import build_cache
 from lockgate.gateway.stages.release import AnswerObserver, ResolveRelease
 from lockgate.limits.runtime import GatewayLimits
 from lockgate.ops.metrics import GatewayMetrics
@@ -33,6 +33,9 @@ from lockgate.security.keyring import Keyring
 from lockgate.store import versions
 from lockgate.store.notices import change_notices
 from lockgate.store.watch import ChangeWatcher
+
+if TYPE_CHECKING:
+    from lockgate.gateway.stages.cache import ResponseCache
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +70,11 @@ class Gateway:
         self.mirror = Mirror(self.metrics)
         self.feedback = FeedbackBook(engine, self.metrics.registry)
         self._release = ResolveRelease(self.routes, self.metrics, self.mirror)
-        self.cache = build_cache(config.cache, config.redis, self.metrics)
+        self.cache: ResponseCache | None = None
+        if config.cache.enabled:  # the cache's modules load only where it is on
+            from lockgate.gateway.stages.cache import build_cache
+
+            self.cache = build_cache(config.cache, config.redis, self.metrics)
         self.limits = GatewayLimits(config, engine, self.table, self.metrics)
         self.handle: Handler = compose(
             [

@@ -14,7 +14,6 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
@@ -100,6 +99,8 @@ class SoftCapAlerts:
         return True
 
     async def _post(self, document: dict[str, Any]) -> None:
+        import aiohttp  # here: the server starts without it when no provider needs it
+
         assert self._webhook is not None
         url = self._webhook.get_secret_value()
         timeout = aiohttp.ClientTimeout(total=5)

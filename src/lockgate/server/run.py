@@ -21,7 +21,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from lockgate.config.loader import ConfigError, LoadedConfig
 from lockgate.instance import load_config, migrate_instance, open_instance
-from lockgate.limits.shared import serve_counters
 from lockgate.security.rbac import Actor
 from lockgate.server.app import build_app
 from lockgate.server.asgi import CONFIG_ENV
@@ -132,6 +131,8 @@ def serve(
     if workers == 1:
         uvicorn.run(build_app(instance, config, drain_seconds=drain_seconds), **options)  # type: ignore[arg-type]
         return
+    from lockgate.limits.shared import serve_counters  # only a supervisor of workers serves them
+
     instance.engine.dispose()
     os.environ[DRAIN_ENV] = str(drain_seconds)
     if config_path is not None:

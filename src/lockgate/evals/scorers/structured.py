@@ -10,15 +10,16 @@ A spec's own schema is checked when the spec is validated; a case's schema when 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import jsonschema
 import orjson
-from jsonschema.exceptions import SchemaError, best_match
 from pydantic import ConfigDict, Field, field_validator
 
 from lockgate.evals.cases import Case, Outcome, ScoringContext
 from lockgate.evals.scorers.base import BaseScorer, ScorerSpec, Verdict, shorten, unscorable
+
+if TYPE_CHECKING:
+    import jsonschema
 
 _FENCE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n(?P<body>.*?)\n?```", re.DOTALL)
 
@@ -85,6 +86,8 @@ class JsonSchemaScorer(BaseScorer[JsonSchemaSpec]):
             document = parse_json_answer(outcome.text)
         except ParseFailure as exc:
             return Verdict(0.0, str(exc))
+        from jsonschema.exceptions import best_match
+
         error = best_match(_validator(schema).iter_errors(document))
         if error is None:
             return Verdict(1.0, "matches the schema")
@@ -92,12 +95,16 @@ class JsonSchemaScorer(BaseScorer[JsonSchemaSpec]):
 
 
 def check_schema(schema: dict[str, Any]) -> None:
+    import jsonschema  # on first use: it costs the server about 10 MB where nothing needs it
+
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
-    except SchemaError as exc:
+    except jsonschema.SchemaError as exc:
         raise ValueError(f"not a valid JSON Schema: {exc.message} (at {exc.json_path})") from None
 
 
 def _validator(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
+    import jsonschema
+
     cls = jsonschema.validators.validator_for(schema)
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
