@@ -100,9 +100,9 @@ class RedisStore:
     ) -> None:
         from redis.asyncio import Redis  # only where the redis backend is configured
 
-        self._client: Redis = Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False
-        )
+        # Bounded once, by asyncio.timeout around each operation, not also by redis-py's socket_timeout
+        # (see limits/redis_counters.py).
+        self._client: Redis = Redis.from_url(url, socket_connect_timeout=timeout, retry_on_timeout=False)
         self._prefix = f"{prefix}cache:"
         self._timeout = timeout
         self._on_error = on_error
@@ -114,7 +114,8 @@ class RedisStore:
         if self._resting():
             return None
         try:
-            value = await asyncio.wait_for(self._client.get(self._prefix + key), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                value = await self._client.get(self._prefix + key)
         except Exception as exc:
             self._failed(exc)
             return None
@@ -125,9 +126,8 @@ class RedisStore:
         if self._resting():
             return
         try:
-            await asyncio.wait_for(
-                self._client.set(self._prefix + key, value, px=max(1, int(ttl * 1000))), self._timeout
-            )
+            async with asyncio.timeout(self._timeout):
+                await self._client.set(self._prefix + key, value, px=max(1, int(ttl * 1000)))
         except Exception as exc:
             self._failed(exc)
             return
@@ -137,7 +137,8 @@ class RedisStore:
         if self._resting():
             return
         try:
-            await asyncio.wait_for(self._client.delete(self._prefix + key), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                await self._client.delete(self._prefix + key)
         except Exception as exc:
             self._failed(exc)
 

@@ -303,7 +303,9 @@ class RedisCounters:
             config.url.get_secret_value(),
             max_connections=MAX_CONNECTIONS,
             timeout=timeout,
-            socket_timeout=timeout,
+            # No socket_timeout: each operation is bounded once, by ``_run``'s asyncio.timeout, instead of
+            # twice (redis-py's own wraps every send in asyncio.wait_for). A cancelled read disconnects
+            # its connection, so no late reply is left for the next command.
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
             client_name=client_name,
