@@ -126,6 +126,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     async def run(name: str, counters: Counters) -> None:
         try:
+            await counters.reconciled()  # as the gateway does once budgets hold the store's spend
             results[name] = {
                 "sequential": await sequential(counters, args.calls, args.warmup),
                 "concurrent": await concurrent(counters, args.calls, args.concurrency),

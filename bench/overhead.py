@@ -10,12 +10,21 @@ between repeats), so both halves see the same machine state; each metric is the 
   paced schedule (independent connections, evenly spread) and hey's own lockstep bursts (see
   ``bench.loadgen``).
 
+With ``--limits`` and ``--cache`` the gateway runs its admission stages too: a limit rule (requests,
+tokens and concurrency, one counter set per key) and a monthly budget on the tenant, counted in memory
+or in Redis, and the response cache in memory or in Redis. The rule and budget are far above the load,
+so every call is admitted and settled as a real one would be. The cache (which also takes the
+benchmark's sampling calls) is given a 1 ms TTL, so every call takes the cache's miss path (a lookup,
+then a store of the answer) rather than a hit, which would skip the upstream and flatter the gateway;
+the hits that still happen (two identical calls within 1 ms) are counted and reported.
+
 Afterwards the gateway is stopped with SIGTERM, so its batch writer flushes, and its ``request_log``
-table is counted against the requests it forwarded. Any non-200 answer, transport error or missing log
-record fails the run. Raw results go to ``bench/results/overhead-<UTC timestamp>.json``; a Markdown
-table goes to stdout.
+table is counted against the requests it forwarded (plus any cache hits). Any non-200 answer, transport
+error or missing log record fails the run. Raw results go to
+``bench/results/overhead-<UTC timestamp>.json``; a Markdown table goes to stdout.
 
     python -m bench.overhead [--repeats 3] [--duration 10] [--rate-duration 15] [--workers 1] [--profile]
+                             [--limits off|memory|redis] [--cache off|memory|redis] [--redis-url URL]
 """
 
 from __future__ import annotations
@@ -51,8 +60,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL = "bench"
 REQUEST = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello in one short sentence."}]}
 TARGET_RATE = 300
-TARGET_P50_MS = 1.0
-TARGET_P99_MS = 5.0
+TARGET_P50_MS = 0.5
+TARGET_P99_MS = 3.0
 CONFIG = """\
 providers:
   stub: {{kind: openai, base_url: "http://127.0.0.1:{port}/v1"}}
@@ -61,7 +70,24 @@ models:
     deployments:
       - {{provider: stub, model: stub-model, timeout: 30, input_price_per_1m: 1, output_price_per_1m: 2}}
 """
+ADMISSION_CONFIG = """\
+redis: {{url: "{redis_url}", prefix: "{prefix}"}}
+limits: {{backend: {limits}}}
+"""
+CACHE_CONFIG = """\
+cache: {{enabled: true, backend: {cache}, ttl: 0.001, nondeterministic: true}}
+"""
+# Far above any rate the benchmark reaches: every call is admitted, reserved and settled.
+RULE = {
+    "scope": {"key": "each"},
+    "requests_per_minute": 10_000_000,
+    "tokens_per_minute": 10**12,
+    "concurrent": 100_000,
+    "max_tokens": 4096,
+}
+BUDGET = {"period": "month", "amount_usd": 1_000_000, "soft_ratio": None}
 _ADMIN_KEY = re.compile(r"admin key \(shown once, store it now\): (lg-\S+)")
+_CONTROL_TOKEN = re.compile(r"control token of user 'admin' \(shown once\): (lgc-\S+)")
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 T = TypeVar("T")
 
@@ -161,6 +187,7 @@ class Bench:
         self.forwarded = 0  # requests the upstream received while the gateway was loaded
         self.answered = 0  # requests the gateway answered to the load generators
         self.key = ""
+        self.token = ""  # the admin's control token, for the control API
         self.stub_port = free_port()
         self.gateway_port = free_port()
         self.stub: subprocess.Popen[bytes] | None = None
@@ -181,7 +208,7 @@ class Bench:
         home = self.workdir / "gateway"
         home.mkdir()
         config = home / "lockgate.yaml"
-        config.write_text(CONFIG.format(port=self.stub_port, model=MODEL), encoding="utf-8")
+        config.write_text(self.config(), encoding="utf-8")
         log = home / "serve.log"
         exe = Path(sys.executable).with_name("lockgate")
         lockgate = str(exe if exe.exists() else "lockgate")
@@ -195,9 +222,33 @@ class Bench:
             return match.group(1) if match else None
 
         self.key = wait_until(key, "lockgate serve (admin key)", self.gateway, log)
+        token = _CONTROL_TOKEN.search(log.read_text(encoding="utf-8", errors="replace"))
+        self.token = token.group(1) if token else ""
         healthz = self.gateway_url("/healthz")
         wait_until(lambda: http("GET", healthz)[0] == 200 or None, "lockgate", self.gateway, log)
         wrk_script(self.script, self.body, self.headers())
+        if self.args.limits != "off":
+            self.admission_rules()
+
+    def config(self) -> str:
+        text = CONFIG.format(port=self.stub_port, model=MODEL)
+        if self.args.limits != "off" or self.args.cache == "redis":
+            prefix = f"lockgate-bench-{os.getpid()}:"
+            backend = self.args.limits if self.args.limits != "off" else "memory"
+            text += ADMISSION_CONFIG.format(redis_url=self.args.redis_url, prefix=prefix, limits=backend)
+        if self.args.cache != "off":
+            text += CACHE_CONFIG.format(cache=self.args.cache)
+        return text
+
+    def admission_rules(self) -> None:
+        """The tenant's limit rule and budget, through the control API as an administrator sets them."""
+        base = self.gateway_url("/api/v1/tenants/default")
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {self.token}"}
+        for path, spec in (("/limits/bench", RULE), ("/budgets/bench", BUDGET)):
+            status, _, raw = http("PUT", base + path, json.dumps(spec).encode(), headers)
+            if status != 200:
+                raise BenchError(f"PUT {path} answered {status}: {raw[:300]!r}")
+        time.sleep(1.0)  # every worker reloads limits within its change poll (0.25 s); sanity() checks
 
     def stop_gateway(self) -> int:
         assert self.gateway is not None
@@ -252,6 +303,10 @@ class Bench:
             if target == "gateway":
                 if "x-lockgate-deployment" not in headers:
                     raise BenchError("the gateway's answer has no x-lockgate-deployment header")
+                if self.args.limits != "off" and "x-ratelimit-limit-requests" not in headers:
+                    raise BenchError("the gateway's answer has no x-ratelimit-* headers: limits are not on")
+                if self.args.cache != "off" and headers.get("x-lockgate-cache") not in ("miss", "hit"):
+                    raise BenchError(f"the cache did not look the call up: {headers.get('x-lockgate-cache')}")
                 self.forwarded += self.upstream_count() - before
                 self.answered += 1
 
@@ -372,17 +427,22 @@ class Bench:
         database = self.workdir / "gateway" / ".lockgate" / "lockgate.db"
         with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
             rows = db.execute("SELECT status_code, count(*) FROM request_log GROUP BY status_code").fetchall()
+            cache = db.execute("SELECT cache, count(*) FROM request_log GROUP BY cache").fetchall()
         statuses = {str(status): count for status, count in rows}
+        outcomes = {str(outcome): count for outcome, count in cache}
         written = sum(statuses.values())
+        hits = sum(count for outcome, count in outcomes.items() if outcome != "None")  # exact, semantic
         check = {
             "records_written": written,
             "by_status": statuses,
+            "by_cache_outcome": outcomes,
             "requests_forwarded_upstream": self.forwarded,
             "requests_answered_to_clients": self.answered,
         }
-        if written != self.forwarded:
+        if written != self.forwarded + hits:
             self.failures.append(
-                f"request log has {written} records for {self.forwarded} requests forwarded upstream"
+                f"request log has {written} records for {self.forwarded} requests forwarded upstream "
+                f"and {hits} cache hits"
             )
         return check
 
@@ -480,7 +540,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"lockgate {settings['workers']} worker(s), request log on (SQLite); median of "
         f"{settings['repeats']} direct/gateway pairs; "
-        f"upstream stub latency {settings['upstream_latency_ms']:g} ms",
+        f"upstream stub latency {settings['upstream_latency_ms']:g} ms; "
+        f"limits + budget: {settings.get('limits', 'off')}, cache: {settings.get('cache', 'off')}",
         "",
         "| Load | Metric | Direct | Through lockgate | lockgate vs direct | Range over pairs |",
         "|---|---|--:|--:|--:|--:|",
@@ -506,7 +567,8 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             f"Request log: {log['records_written']:,} records written for "
             f"{log['requests_forwarded_upstream']:,} requests forwarded upstream "
-            f"({log['requests_answered_to_clients']:,} answered to the load generators).",
+            f"({log['requests_answered_to_clients']:,} answered to the load generators); "
+            f"cache outcomes {log.get('by_cache_outcome', {})}.",
         ]
     for name, verdict in results.get("targets", {}).items():
         lines.append(
@@ -544,6 +606,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--burst-qps", type=float, default=10.0, help="requests/s per worker of a burst schedule (default 10)"
     )
     add("--upstream-latency-ms", type=float, default=0.0, help="stub answer delay (default 0)")
+    add("--limits", choices=("off", "memory", "redis"), default="off", help="limit + budget stages on")
+    add("--cache", choices=("off", "memory", "redis"), default="off", help="response cache on (1 ms TTL)")
+    add("--redis-url", default="redis://127.0.0.1:6379/0", help="Redis for --limits/--cache redis")
     add("--profile", action="store_true", help="afterwards, profile the gateway with py-spy at the top rate")
     add("--profile-rate", type=int, default=500, help="py-spy samples per second (default 500)")
     add("--output-dir", type=Path, default=ROOT / "bench" / "results")
