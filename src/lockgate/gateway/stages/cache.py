@@ -129,6 +129,8 @@ class ResponseCache:
         self._index = index
         self.embedder = embedder
         self._tasks: set[asyncio.Task[None]] = set()
+        self._storing: dict[str, CachedAnswer] = {}
+        """Answers on their way to the store, by key."""
         self._embedder_down = False
 
     @property
@@ -209,8 +211,7 @@ class ResponseCache:
         if reply.stream is not None:
             reply.stream = self._keep_stream(call, plan, vector, reply.stream)
         elif reply.body is not None:
-            # Stored off the caller's path: the task runs before this worker reads its next request.
-            self._spawn(self._keep(call, plan, vector, CachedAnswer.from_body(reply.body)))
+            self._keep_later(call, plan, vector, CachedAnswer.from_body(reply.body))
         return reply
 
     @staticmethod
@@ -249,8 +250,10 @@ class ResponseCache:
         return settings if settings.enabled else None
 
     async def _get(self, key: str, max_age: float | None) -> CachedAnswer | None:
-        data = await self._store.get(key)
-        answer = CachedAnswer.loads(data) if data is not None else None
+        answer = self._storing.get(key)
+        if answer is None:
+            data = await self._store.get(key)
+            answer = CachedAnswer.loads(data) if data is not None else None
         if answer is None or (max_age is not None and time.time() - answer.stored_at > max_age):
             return None
         return answer
@@ -302,14 +305,26 @@ class ResponseCache:
             assembler.add(chunk)
             yield chunk
         # Only a stream that ended gets here: not one that broke, nor one the client left.
-        self._spawn(self._keep(call, plan, vector, assembler.answer()))
+        self._keep_later(call, plan, vector, assembler.answer())
 
-    async def _keep(self, call: Call, plan: Plan, vector: Vector | None, answer: CachedAnswer | None) -> None:
+    def _keep_later(self, call: Call, plan: Plan, vector: Vector | None, answer: CachedAnswer | None) -> None:
+        """Store ``answer`` off the caller's path. Until the store has it, this worker serves it from
+        memory, so a caller that repeats a call it just got the answer to hits."""
         if answer is None or call.fallback:
             return
         release = call.release
         if release is not None and any(release.check_output(text) is not None for text in answer.texts()):
             return
+        key = plan.fingerprint.key
+        self._storing[key] = answer
+
+        def stored(_: asyncio.Task[None]) -> None:
+            if self._storing.get(key) is answer:
+                del self._storing[key]
+
+        self._spawn(self._keep(call, plan, vector, answer)).add_done_callback(stored)
+
+    async def _keep(self, call: Call, plan: Plan, vector: Vector | None, answer: CachedAnswer) -> None:
         try:
             await self._store.set(plan.fingerprint.key, answer.dumps(), plan.ttl)
             if plan.semantic:
@@ -340,10 +355,11 @@ class ResponseCache:
             return
         self._remember(plan, vector, expires)
 
-    def _spawn(self, work: Any) -> None:
+    def _spawn(self, work: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _count(self, tenant: str, label: str, kind: str, outcome: str) -> None:
         self._metrics.cache_requests.labels(tenant, label, kind, outcome).inc()
