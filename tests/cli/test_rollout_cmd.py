@@ -125,10 +125,16 @@ class Team:
     def answers_after_the_rollout(self, key: str) -> set[tuple[str | None, str]]:
         """What ten customers get once the gateway has seen the rollout end (it polls every 250 ms)."""
         deadline = time.monotonic() + 10
-        while self.call(key, "probe")[0] is not None:
+        while self._probe_arm(key) is not None:
             assert time.monotonic() < deadline, "the gateway still splits traffic"
             time.sleep(0.05)
         return {self.call(key, f"customer-{n}") for n in range(10)}
+
+    def _probe_arm(self, key: str) -> str | None:
+        try:
+            return self.call(key, "probe")[0]
+        except openai.InternalServerError:  # a broken candidate's answer: the split has not ended here yet
+            return "candidate"
 
     def watcher(self, *args: str) -> subprocess.Popen[str]:
         """``lockgate rollout status ROUTE --watch`` in its own process, as a deployer's terminal runs it."""
