@@ -188,6 +188,7 @@ class Bench:
         self.answered = 0  # requests the gateway answered to the load generators
         self.key = ""
         self.token = ""  # the admin's control token, for the control API
+        self.redis_prefix = f"lockgate-bench-{os.getpid()}:"
         self.stub_port = free_port()
         self.gateway_port = free_port()
         self.stub: subprocess.Popen[bytes] | None = None
@@ -233,12 +234,23 @@ class Bench:
     def config(self) -> str:
         text = CONFIG.format(port=self.stub_port, model=MODEL)
         if self.args.limits != "off" or self.args.cache == "redis":
-            prefix = f"lockgate-bench-{os.getpid()}:"
+            prefix = self.redis_prefix
             backend = self.args.limits if self.args.limits != "off" else "memory"
             text += ADMISSION_CONFIG.format(redis_url=self.args.redis_url, prefix=prefix, limits=backend)
         if self.args.cache != "off":
             text += CACHE_CONFIG.format(cache=self.args.cache)
         return text
+
+    def forget_redis_keys(self) -> None:
+        """Delete what the run left in Redis (budget counters would otherwise stay until the month ends)."""
+        import redis
+
+        client = redis.Redis.from_url(self.args.redis_url)
+        try:
+            for key in client.scan_iter(match=f"{self.redis_prefix}*", count=1000):
+                client.delete(key)
+        finally:
+            client.close()
 
     def admission_rules(self) -> None:
         """The tenant's limit rule and budget, through the control API as an administrator sets them."""
@@ -672,6 +684,8 @@ def execute(args: argparse.Namespace, scenarios: list[Scenario], results: dict[s
         results["request_log"] = bench.request_log()
         assert bench.stub is not None
         children.stop(bench.stub)
+        if args.limits == "redis" or args.cache == "redis":
+            bench.forget_redis_keys()
 
 
 def main(argv: list[str] | None = None) -> int:
