@@ -44,6 +44,8 @@ class Call:
     arm: str | None = None
     """``baseline`` or ``candidate`` during a rollout; ``shadow`` for a mirrored call."""
     shadow: bool = False
+    variables: dict[str, Any] | None = None
+    """A ``route:`` call's prompt variables, as the caller sent them (set by ResolveRelease)."""
     settle: Callable[[int, float], None] | None = None
     """Set by the limits stage: called by the Account stage, once, with the call's tokens and cost."""
     cache: str | None = None

@@ -33,8 +33,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from lockgate.cache.answers import CachedAnswer, StreamAssembler
 from lockgate.cache.keys import Fingerprint, fingerprint, samples
 from lockgate.cache.store import AnswerStore, MemoryStore, RedisStore
@@ -42,7 +40,7 @@ from lockgate.config.schema import CacheConfig, CacheTargetConfig, RedisConfig
 from lockgate.errors import InvalidRequest
 from lockgate.gateway.pipeline import Call, Handler, Reply
 from lockgate.ops.metrics import GatewayMetrics
-from lockgate.wire import ChatCompletionRequest, prompt_variables
+from lockgate.wire import ChatCompletionRequest
 
 if TYPE_CHECKING:
     from lockgate.cache.semantic import Embedder, SemanticIndex, Vector
@@ -221,17 +219,12 @@ class ResponseCache:
         release = call.release
         if not semantic or release is None:
             return fingerprint(partition, target, call.body)
-        # The caller's own variables: ResolveRelease read (and checked) them before rendering the prompt.
-        try:
-            variables = prompt_variables(orjson.loads(call.raw))
-        except Exception:
-            variables = None
         return fingerprint(
             partition,
             target,
             call.body,
             prompt_messages=len(release.templates),
-            variables=variables,
+            variables=call.variables,
             variable=settings.variable,
         )
 

@@ -92,7 +92,7 @@ class ResolveRelease:
                     param="model",
                 )
         call.route_name = route
-        call.body = _rendered_body(call.body, release)
+        call.body, call.variables = _rendered_body(call.body, release)
         call.request = validate(call.body, ChatCompletionRequest)
         call.fallbacks = tuple(release.content.fallbacks)
         reply = await call_next(call)
@@ -171,7 +171,8 @@ def _environment(requested: str | None, pinned: str | None) -> str:
     return requested or DEFAULT_ENVIRONMENT
 
 
-def _rendered_body(body: dict[str, Any], release: ServingRelease) -> dict[str, Any]:
+def _rendered_body(body: dict[str, Any], release: ServingRelease) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The body sent upstream, with the release's prompt rendered, and the caller's variables."""
     rendered = dict(body)
     variables = prompt_variables(rendered)
     rendered.pop("variables", None)
@@ -189,4 +190,4 @@ def _rendered_body(body: dict[str, Any], release: ServingRelease) -> dict[str, A
     rendered["messages"] = [*release.render(variables), *conversation]
     rendered.update(release.content.parameters)
     rendered["model"] = release.content.model.gateway_model
-    return rendered
+    return rendered, variables
