@@ -36,8 +36,6 @@ class AnswerStore(Protocol):
 
     async def set(self, key: str, value: bytes, ttl: float) -> None: ...
 
-    async def delete(self, key: str) -> None: ...
-
     async def close(self) -> None: ...
 
 
@@ -73,9 +71,6 @@ class MemoryStore:
         self.bytes += len(value)
         while len(self._entries) > self._max_entries or self.bytes > self._max_bytes:
             self._drop(next(iter(self._entries)))
-
-    async def delete(self, key: str) -> None:
-        self._drop(key)
 
     async def close(self) -> None:
         self._entries.clear()
@@ -132,15 +127,6 @@ class RedisStore:
             self._failed(exc)
             return
         self._ok()
-
-    async def delete(self, key: str) -> None:
-        if self._resting():
-            return
-        try:
-            async with asyncio.timeout(self._timeout):
-                await self._client.delete(self._prefix + key)
-        except Exception as exc:
-            self._failed(exc)
 
     async def close(self) -> None:
         try:
